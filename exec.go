@@ -1,0 +1,104 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"syscall"
+)
+
+// forwardedSignals reach the command. SIGURG (the Go runtime's preemption
+// signal) and SIGCHLD are deliberately absent.
+var forwardedSignals = []os.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
+}
+
+// command is the running program.
+type command struct {
+	proc *os.Process
+	// exited receives the command's wait status once.
+	exited <-chan syscall.WaitStatus
+}
+
+// startCommand starts argv with proa's stdio, environment and working
+// directory. From then on one goroutine owns every wait: as PID 1 it reaps
+// every child, including orphans the command leaves behind, so nothing else
+// in proa may wait for a process (exec.Cmd.Wait would race with it).
+func startCommand(argv []string, reapAll bool) (*command, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan syscall.WaitStatus, 1)
+	go reap(cmd.Process.Pid, reapAll, exited)
+	return &command{proc: cmd.Process, exited: exited}, nil
+}
+
+// reap waits for pid and sends its status on exited. With reapAll it also
+// collects every other child, and goes on until there are none left.
+func reap(pid int, reapAll bool, exited chan<- syscall.WaitStatus) {
+	wpid := pid
+	if reapAll {
+		wpid = -1
+	}
+	for {
+		var ws syscall.WaitStatus
+		got, err := syscall.Wait4(wpid, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return // ECHILD: nothing left to wait for
+		}
+		if got == pid {
+			exited <- ws
+			if !reapAll {
+				return
+			}
+		}
+	}
+}
+
+// exitCode maps a wait status to the shell's convention.
+func exitCode(ws syscall.WaitStatus) int {
+	switch {
+	case ws.Exited():
+		return ws.ExitStatus()
+	case ws.Signaled():
+		return 128 + int(ws.Signal())
+	}
+	return 1
+}
+
+// startFailureCode is the shell's code for a command that could not be
+// started: 127 when it does not exist, 126 when it cannot be executed.
+func startFailureCode(err error) int {
+	if errors.Is(err, exec.ErrNotFound) || errors.Is(err, fs.ErrNotExist) {
+		return exitNotFound
+	}
+	return exitCannotExec
+}
+
+// signalCode is proa's exit code when a signal stopped it before the command
+// ran.
+func signalCode(sig os.Signal) int {
+	if s, ok := sig.(syscall.Signal); ok {
+		return 128 + int(s)
+	}
+	return 1
+}
+
+// execDirectly replaces proa with the command, for PROA_DISABLED=1. It
+// returns only if that fails.
+func execDirectly(argv []string) int {
+	path, err := exec.LookPath(argv[0])
+	if err == nil {
+		err = syscall.Exec(path, argv, os.Environ())
+	}
+	fmt.Fprintf(os.Stderr, "proa: running %s: %v\n", argv[0], err)
+	return startFailureCode(err)
+}

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// pod holds the few fields of a Pod that proa reads. Decoding into it skips
+// everything else (managedFields, env, volumes), which keeps memory flat
+// however large the Pod is.
+type pod struct {
+	Metadata struct {
+		Name              string            `json:"name"`
+		Namespace         string            `json:"namespace"`
+		UID               string            `json:"uid"`
+		ResourceVersion   string            `json:"resourceVersion"`
+		DeletionTimestamp string            `json:"deletionTimestamp"`
+		Annotations       map[string]string `json:"annotations"`
+	} `json:"metadata"`
+	Spec struct {
+		Containers                    []containerSpec `json:"containers"`
+		InitContainers                []containerSpec `json:"initContainers"`
+		RestartPolicy                 string          `json:"restartPolicy"`
+		TerminationGracePeriodSeconds *int64          `json:"terminationGracePeriodSeconds"`
+	} `json:"spec"`
+	Status struct {
+		Phase                 string            `json:"phase"`
+		ContainerStatuses     []containerStatus `json:"containerStatuses"`
+		InitContainerStatuses []containerStatus `json:"initContainerStatuses"`
+	} `json:"status"`
+}
+
+type containerSpec struct {
+	Name          string `json:"name"`
+	RestartPolicy string `json:"restartPolicy"`
+}
+
+type containerStatus struct {
+	Name         string `json:"name"`
+	Ready        bool   `json:"ready"`
+	RestartCount int    `json:"restartCount"`
+	State        struct {
+		Waiting *struct {
+			Reason string `json:"reason"`
+		} `json:"waiting"`
+		Running *struct {
+			StartedAt string `json:"startedAt"`
+		} `json:"running"`
+		Terminated *struct {
+			ExitCode int    `json:"exitCode"`
+			Signal   int    `json:"signal"`
+			Reason   string `json:"reason"`
+		} `json:"terminated"`
+	} `json:"state"`
+}
+
+// sidecar is a container proa waits for.
+type sidecar struct {
+	name string
+	// native sidecars are init containers with restartPolicy Always: the
+	// kubelet always restarts them and stops them after the main containers.
+	native bool
+	// restartPolicy is the one that applies to this container: its own, when
+	// set, else the Pod's.
+	restartPolicy string
+}
+
+// sidecarsOf lists the containers proa waits for: every regular container
+// but its own, then every native sidecar.
+func sidecarsOf(p *pod, self string) []sidecar {
+	var out []sidecar
+	for _, c := range p.Spec.Containers {
+		if c.Name == self {
+			continue
+		}
+		policy := p.Spec.RestartPolicy
+		if c.RestartPolicy != "" {
+			policy = c.RestartPolicy
+		}
+		out = append(out, sidecar{name: c.Name, restartPolicy: policy})
+	}
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy == "Always" {
+			out = append(out, sidecar{name: c.Name, native: true, restartPolicy: "Always"})
+		}
+	}
+	return out
+}
+
+func (p *pod) status(s sidecar) *containerStatus {
+	list := p.Status.ContainerStatuses
+	if s.native {
+		list = p.Status.InitContainerStatuses
+	}
+	for i := range list {
+		if list[i].Name == s.name {
+			return &list[i]
+		}
+	}
+	return nil
+}
+
+// readiness decides whether every sidecar is ready. notReady says, for each
+// one that is not, why; failed is non-empty when a sidecar has terminated and
+// will not be restarted, so waiting longer is pointless.
+func readiness(p *pod, sidecars []sidecar) (notReady []string, failed string) {
+	for _, s := range sidecars {
+		st := p.status(s)
+		switch {
+		case st == nil:
+			notReady = append(notReady, s.name+": no status yet")
+		case st.State.Terminated != nil:
+			t := st.State.Terminated
+			if !s.native && willNotRestart(s.restartPolicy, t.ExitCode) {
+				return notReady, fmt.Sprintf("sidecar %s terminated with exit code %d before it was ready, and restartPolicy %s will not restart it", s.name, t.ExitCode, s.restartPolicy)
+			}
+			notReady = append(notReady, fmt.Sprintf("%s: terminated with exit code %d, waiting for a restart", s.name, t.ExitCode))
+		case st.Ready:
+		case st.State.Running != nil:
+			notReady = append(notReady, s.name+": running, not ready")
+		case st.State.Waiting != nil && st.State.Waiting.Reason != "":
+			notReady = append(notReady, s.name+": waiting ("+st.State.Waiting.Reason+")")
+		default:
+			notReady = append(notReady, s.name+": waiting")
+		}
+	}
+	return notReady, ""
+}
+
+// willNotRestart applies the kubelet's restart rules to a terminated
+// container. A missing policy means Always, the API server's default.
+func willNotRestart(policy string, exitCode int) bool {
+	return policy == "Never" || (policy == "OnFailure" && exitCode == 0)
+}
+
+// stillRunning lists the regular sidecars that have not terminated. Native
+// sidecars are left out: the kubelet stops them only after every regular
+// container has exited, so waiting for them would wait for ourselves.
+func stillRunning(p *pod, sidecars []sidecar) []string {
+	var out []string
+	for _, s := range sidecars {
+		if s.native {
+			continue
+		}
+		if st := p.status(s); st == nil || st.State.Terminated == nil {
+			out = append(out, s.name)
+		}
+	}
+	return out
+}
+
+// ownContainer decides which container proa runs in: the one named by
+// --container or PROA_CONTAINER_NAME, else the one the kubelet's mounts
+// reveal, else the first. rule says which of these chose it.
+func ownContainer(p *pod, c *config, mountinfo string) (name, rule string, err error) {
+	has := func(n string) bool {
+		return slices.ContainsFunc(p.Spec.Containers, func(c containerSpec) bool { return c.Name == n })
+	}
+	if c.container != "" {
+		if !has(c.container) {
+			return "", "", fmt.Errorf("%s names container %q, but Pod %s/%s has only %s", c.containerFrom, c.container,
+				p.Metadata.Namespace, p.Metadata.Name, names(p.Spec.Containers, func(c containerSpec) string { return c.Name }))
+		}
+		return c.container, c.containerFrom, nil
+	}
+	if n := containerFromMountinfo(mountinfo, p.Metadata.UID); n != "" && has(n) {
+		return n, "mountinfo", nil
+	}
+	if len(p.Spec.Containers) == 0 {
+		return "", "", fmt.Errorf("pod %s/%s has no containers", p.Metadata.Namespace, p.Metadata.Name)
+	}
+	return p.Spec.Containers[0].Name, "first container", nil
+}
+
+func quoteList(items []string) string {
+	return "[" + strings.Join(items, "; ") + "]"
+}

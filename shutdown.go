@@ -1,0 +1,185 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const (
+	defaultShutdownTimeout = 30 * time.Second // the API server's default grace period
+	shutdownAttemptTimeout = 5 * time.Second
+)
+
+// errSidecarsExited cancels shutdown requests that are still retrying once
+// every sidecar has terminated: an exited sidecar refuses connections, and
+// that must not hold proa until the deadline.
+var errSidecarsExited = errors.New("sidecars exited")
+
+// shutdownDeadline is --shutdown-timeout, else the Pod's grace period.
+func shutdownDeadline(c *config, p *pod) time.Duration {
+	switch {
+	case c.shutdownTimeoutOK:
+		return c.shutdownTimeout
+	case p != nil && p.Spec.TerminationGracePeriodSeconds != nil && *p.Spec.TerminationGracePeriodSeconds >= 0:
+		return time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second
+	}
+	return defaultShutdownTimeout
+}
+
+// shutdown asks the sidecars to stop and waits until they have exited or
+// the deadline passes. Nothing it meets changes proa's exit code.
+func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *slog.Logger) {
+	var p *pod
+	if w != nil {
+		st, _ := w.current()
+		p = st.pod
+	}
+	start := time.Now()
+	limit := shutdownDeadline(c, p)
+	deadline := start.Add(limit)
+	// Requests enforce the deadline themselves, so that each gets one
+	// attempt even with a zero grace period.
+	reqCtx, stopRequests := context.WithCancelCause(ctx)
+	defer stopRequests(nil)
+	ctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+
+	// Without the Pod's status to tell that a sidecar has exited, a refused
+	// connection most likely means it has: do not retry it for long.
+	refusedFor := time.Duration(0)
+	if w == nil {
+		refusedFor = 3 * time.Second
+	}
+	var wg sync.WaitGroup
+	if n := len(c.getURLs) + len(c.postURLs); n > 0 {
+		log.Info("sending shutdown requests", "count", n, "timeout", limit.String())
+		client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		send := func(method, url string) {
+			wg.Go(func() {
+				err := shutdownRequest(reqCtx, client, method, url, deadline, refusedFor)
+				switch {
+				case err == nil:
+					log.Debug("shutdown request answered", "method", method, "url", url)
+				case errors.Is(context.Cause(reqCtx), errSidecarsExited):
+					log.Debug("shutdown request no longer needed", "method", method, "url", url, "err", err)
+				default:
+					log.Warn("shutdown request failed", "method", method, "url", url, "err", err)
+				}
+			})
+		}
+		for _, u := range c.getURLs {
+			send(http.MethodGet, u)
+		}
+		for _, u := range c.postURLs {
+			send(http.MethodPost, u)
+		}
+	}
+
+	if w != nil && self != "" {
+		if err := waitSidecarsExited(ctx, w, self); err != nil {
+			log.Warn("not all sidecars exited", "err", err, "elapsed", since(start))
+		} else {
+			log.Info("sidecars exited", "elapsed", since(start))
+			stopRequests(errSidecarsExited)
+		}
+	}
+	wg.Wait()
+}
+
+// waitSidecarsExited follows the Pod until every regular sidecar shows
+// state.terminated, the Pod is gone, or ctx ends.
+func waitSidecarsExited(ctx context.Context, w *podWatcher, self string) error {
+	for {
+		st, changed := w.current()
+		if st.gone != nil {
+			return st.gone
+		}
+		var running []string
+		if st.pod != nil {
+			running = stillRunning(st.pod, sidecarsOf(st.pod, self))
+			if len(running) == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if st.pod == nil {
+				return fmt.Errorf("no pod state before the shutdown deadline: %w", context.Cause(ctx))
+			}
+			return fmt.Errorf("still running at the shutdown deadline: %v", running)
+		}
+	}
+}
+
+// shutdownRequest sends one shutdown request, retrying connection errors and
+// 5xx answers with backoff until the deadline. The first attempt is made even
+// when the deadline has already passed. With refusedFor > 0, refused
+// connections are retried only that long.
+func shutdownRequest(ctx context.Context, client *http.Client, method, url string, deadline time.Time, refusedFor time.Duration) error {
+	start := time.Now()
+	delay := 100 * time.Millisecond
+	for attempt := 0; ; attempt++ {
+		limit := shutdownAttemptTimeout
+		if attempt > 0 {
+			limit = min(limit, time.Until(deadline))
+		}
+		err := shutdownAttempt(ctx, client, method, url, limit)
+		var final *finalError
+		if err == nil || errors.As(err, &final) {
+			return err
+		}
+		if ctx.Err() != nil || time.Until(deadline) <= delay {
+			return err
+		}
+		if refusedFor > 0 && errors.Is(err, syscall.ECONNREFUSED) && time.Since(start)+delay > refusedFor {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}
+
+// finalError is an answer that retrying will not change (4xx).
+type finalError struct{ status string }
+
+func (e *finalError) Error() string { return e.status }
+
+func shutdownAttempt(ctx context.Context, client *http.Client, method, url string, limit time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
+	if err != nil {
+		return &finalError{err.Error()}
+	}
+	req.Header.Set("User-Agent", "proa/"+proaVersion())
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	switch {
+	case resp.StatusCode < 400:
+		return nil
+	case resp.StatusCode < 500:
+		return &finalError{resp.Status}
+	}
+	return errors.New(resp.Status)
+}
+
+// since is the time elapsed since t, for logs.
+func since(t time.Time) string {
+	return time.Since(t).Round(time.Millisecond).String()
+}

@@ -1,0 +1,341 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// podWatcher follows one Pod with a single watch request, and keeps its
+// latest state. Without a resourceVersion the API server starts the stream
+// with the Pod's current, consistent state as a synthetic ADDED event, so no
+// LIST is needed; a fault-free lifecycle costs exactly one request.
+type podWatcher struct {
+	c        *kubeClient
+	ns, name string
+	uid      string // POD_UID, when set
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	state   podState
+	changed chan struct{} // closed and replaced on every change of state
+
+	fallbackDone atomic.Bool // the one fallback GET was made
+}
+
+// podState is what the watcher knows. Once gone is set, it never changes.
+type podState struct {
+	pod     *pod  // latest state, nil until the first event
+	gone    error // the Pod does not exist, was deleted, or cannot be watched
+	lastErr error // the latest transient error, for progress logs
+}
+
+// Timing of the watch. Variables so that tests can shorten them.
+var (
+	watchFallbackAfter = 5 * time.Second  // no event yet: one GET decides whether the Pod exists
+	forbiddenFor       = 30 * time.Second // 403s for this long are fatal
+	backoffFirst       = 800 * time.Millisecond
+	backoffMax         = 30 * time.Second
+	backoffReset       = 2 * time.Minute // quiet time after which backoff starts over
+)
+
+func newPodWatcher(c *kubeClient, ns, name, uid string, log *slog.Logger) *podWatcher {
+	return &podWatcher{c: c, ns: ns, name: name, uid: uid, log: log, changed: make(chan struct{})}
+}
+
+// current returns the latest state and a channel that is closed when it
+// changes.
+func (w *podWatcher) current() (podState, <-chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.state, w.changed
+}
+
+func (w *podWatcher) update(f func(*podState)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.state.gone != nil {
+		return
+	}
+	f(&w.state)
+	close(w.changed)
+	w.changed = make(chan struct{})
+}
+
+func (w *podWatcher) isGone() bool {
+	s, _ := w.current()
+	return s.gone != nil
+}
+
+// watchPath is the collection path; the field selector narrows it to one
+// Pod, which RBAC also accepts for a Role limited by resourceNames.
+func (w *podWatcher) watchPath() string {
+	return "/api/v1/namespaces/" + url.PathEscape(w.ns) + "/pods"
+}
+
+// run watches until ctx ends or the Pod is gone.
+func (w *podWatcher) run(ctx context.Context) {
+	var (
+		rv             string // resume point: the last MODIFIED, DELETED or BOOKMARK resourceVersion
+		bo             backoff
+		forbiddenSince time.Time
+	)
+	for ctx.Err() == nil && !w.isGone() {
+		started := time.Now()
+		events, err := w.watchOnce(ctx, &rv)
+		if ctx.Err() != nil || w.isGone() {
+			return
+		}
+		var wait time.Duration
+		var ae *apiError
+		switch {
+		case err == nil && (events > 0 || time.Since(started) > time.Second):
+			// The server closed the stream at timeoutSeconds, or while shutting
+			// down: resume at once, spread over a second so that thousands of
+			// Pods do not come back in the same instant.
+			w.log.Debug("watch ended, resuming", "resource_version", rv)
+			wait = rand.N(time.Second)
+		case err == nil:
+			err = errors.New("watch closed at once without events")
+			wait = bo.next()
+		case errors.As(err, &ae):
+			wait = bo.next()
+			switch {
+			case ae.Code == http.StatusUnauthorized:
+				w.c.token.expire()
+			case ae.Code == http.StatusForbidden:
+				if forbiddenSince.IsZero() {
+					forbiddenSince = time.Now()
+				}
+				w.log.Error("watching pod forbidden: grant the service account a Role with this rule, and a RoleBinding",
+					"pod", w.ns+"/"+w.name, "rule", `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`, "err", err)
+				if time.Since(forbiddenSince) >= forbiddenFor {
+					w.setGone(fmt.Errorf("watching pod %s/%s: access denied for %s: %w", w.ns, w.name, forbiddenFor, err))
+					return
+				}
+			case ae.Code == http.StatusGone:
+				rv = "" // too old: start over with the current state
+			}
+			if ae.retryAfter > 0 {
+				wait = ae.retryAfter
+			}
+		default:
+			wait = bo.next()
+		}
+		if ae == nil || ae.Code != http.StatusForbidden {
+			forbiddenSince = time.Time{}
+		}
+		if err != nil {
+			if ae == nil || ae.Code != http.StatusForbidden {
+				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond))
+			}
+			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+	}
+}
+
+func (w *podWatcher) setGone(err error) {
+	w.update(func(s *podState) { s.gone = err })
+}
+
+// watchOnce makes one watch request and follows its stream until it ends. It
+// returns how many events arrived, and nil when the server ended the stream
+// cleanly.
+func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
+	timeout := 300 + rand.IntN(301) // as client-go: spread reconnects of many clients
+	ctx, cancel := context.WithTimeout(ctx, time.Duration(timeout+30)*time.Second)
+	defer cancel()
+	q := url.Values{
+		"watch":               {"1"},
+		"fieldSelector":       {"metadata.name=" + w.name},
+		"allowWatchBookmarks": {"true"},
+		"timeoutSeconds":      {strconv.Itoa(timeout)},
+	}
+	fromScratch := *rv == ""
+	if !fromScratch {
+		q.Set("resourceVersion", *rv)
+	}
+	resp, err := w.c.get(ctx, w.watchPath(), q)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	w.update(func(s *podState) { s.lastErr = nil })
+
+	events := 0
+	var mu sync.Mutex // guards events against the fallback timer
+	if fromScratch && !w.fallbackDone.Load() {
+		// Servers without watch-list send nothing at all for a missing Pod.
+		t := time.AfterFunc(watchFallbackAfter, func() {
+			mu.Lock()
+			seen := events > 0
+			mu.Unlock()
+			if !seen && !w.fallbackDone.Swap(true) && !w.exists(ctx) {
+				w.setGone(notFound(w.ns, w.name))
+				cancel()
+			}
+		})
+		defer t.Stop()
+	}
+	sawPod := false
+	err = readEvents(resp.Body, func(ev event) error {
+		mu.Lock()
+		events++
+		mu.Unlock()
+		w.log.Debug("watch event", "type", ev.Type, "resource_version", ev.resourceVersion())
+		switch ev.Type {
+		case "ADDED", "MODIFIED":
+			if w.uid != "" && ev.Pod.Metadata.UID != w.uid {
+				w.setGone(fmt.Errorf("pod %s/%s has uid %s, but POD_UID is %s: it is not this Pod", w.ns, w.name, ev.Pod.Metadata.UID, w.uid))
+				return errStop
+			}
+			// A synthetic ADDED carries the Pod's own resourceVersion, which
+			// may be older than the watch cache's window: never resume from it.
+			if ev.Type == "MODIFIED" {
+				*rv = ev.Pod.Metadata.ResourceVersion
+			}
+			sawPod = true
+			w.update(func(s *podState) { s.pod = ev.Pod })
+		case "DELETED":
+			*rv = ev.Pod.Metadata.ResourceVersion
+			w.setGone(fmt.Errorf("pod %s/%s was deleted", w.ns, w.name))
+			return errStop
+		case "BOOKMARK":
+			*rv = ev.Pod.Metadata.ResourceVersion
+			if fromScratch && ev.initialEventsEnd() && !sawPod {
+				w.setGone(notFound(w.ns, w.name))
+				return errStop
+			}
+		case "ERROR":
+			return ev.Status
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		err = nil
+	}
+	return events, err
+}
+
+var errStop = errors.New("stop reading")
+
+func notFound(ns, name string) error {
+	return fmt.Errorf("pod %s/%s not found: set POD_NAME from the downward API (env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]) if the hostname is not the Pod's name", ns, name)
+}
+
+// exists is the one fallback GET for servers that send nothing for a
+// missing Pod. Only a 404 makes it false.
+func (w *podWatcher) exists(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	resp, err := w.c.get(ctx, w.watchPath()+"/"+url.PathEscape(w.name), nil)
+	if err == nil {
+		resp.Body.Close()
+		return true
+	}
+	w.log.Debug("checking that the pod exists", "err", err)
+	var ae *apiError
+	return !errors.As(err, &ae) || ae.Code != http.StatusNotFound
+}
+
+// event is one decoded watch event. Pod is set for ADDED, MODIFIED, DELETED
+// and BOOKMARK (a bookmark's Pod has only metadata); Status for ERROR.
+type event struct {
+	Type   string
+	Pod    *pod
+	Status *apiError
+}
+
+func (e event) resourceVersion() string {
+	if e.Pod == nil {
+		return ""
+	}
+	return e.Pod.Metadata.ResourceVersion
+}
+
+func (e event) initialEventsEnd() bool {
+	return e.Pod != nil && e.Pod.Metadata.Annotations["k8s.io/initial-events-end"] == "true"
+}
+
+// readEvents decodes a watch stream and calls fn for each event until the
+// stream ends (nil), fn returns an error, or the stream is broken: a
+// truncated or malformed event is an error, never a crash.
+func readEvents(r io.Reader, fn func(event) error) error {
+	dec := json.NewDecoder(r)
+	for {
+		var raw struct {
+			Type   string          `json:"type"`
+			Object json.RawMessage `json:"object"`
+		}
+		if err := dec.Decode(&raw); err == io.EOF {
+			return nil
+		} else if err != nil {
+			return fmt.Errorf("reading watch stream: %w", err)
+		}
+		ev, err := decodeEvent(raw.Type, raw.Object)
+		if err != nil {
+			return err
+		}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
+func decodeEvent(typ string, obj json.RawMessage) (event, error) {
+	ev := event{Type: typ}
+	switch typ {
+	case "ADDED", "MODIFIED", "DELETED", "BOOKMARK":
+		ev.Pod = new(pod)
+		if err := json.Unmarshal(obj, ev.Pod); err != nil {
+			return ev, fmt.Errorf("decoding %s event: %w", typ, err)
+		}
+		if typ != "BOOKMARK" && ev.Pod.Metadata.Name == "" {
+			return ev, fmt.Errorf("decoding %s event: object has no metadata.name", typ)
+		}
+	case "ERROR":
+		ev.Status = new(apiError)
+		if err := json.Unmarshal(obj, ev.Status); err != nil {
+			return ev, fmt.Errorf("decoding ERROR event: %w", err)
+		}
+		if ev.Status.Code == 0 {
+			ev.Status.Code = http.StatusInternalServerError
+		}
+	default:
+		return ev, fmt.Errorf("watch event of unknown type %q", typ)
+	}
+	return ev, nil
+}
+
+// backoff is client-go's: 0.8 s doubling to 30 s, reset after two quiet
+// minutes. Each delay is spread over ±50% so that Pods that failed together
+// do not retry together.
+type backoff struct {
+	delay time.Duration // the next nominal delay
+	last  time.Time
+}
+
+func (b *backoff) next() time.Duration {
+	now := time.Now()
+	if b.delay == 0 || now.Sub(b.last) > backoffReset {
+		b.delay = backoffFirst
+	}
+	d := b.delay
+	b.delay = min(2*b.delay, backoffMax)
+	b.last = now
+	return d/2 + rand.N(d)
+}
