@@ -138,6 +138,9 @@ type config struct {
 	mountinfo      string // /proc/self/mountinfo
 }
 
+// defaultServiceAccountDir is where the kubelet mounts the service account.
+var defaultServiceAccountDir = "/var/run/secrets/kubernetes.io/serviceaccount"
+
 // usageError is bad input: proa prints it on one line and exits 2.
 type usageError struct{ msg string }
 
@@ -208,7 +211,7 @@ func parseConfig(args []string, env func(string) string) (*config, error) {
 	c := &config{
 		logFormat:      "json",
 		env:            env,
-		serviceAccount: "/var/run/secrets/kubernetes.io/serviceaccount",
+		serviceAccount: defaultServiceAccountDir,
 		mountinfo:      "/proc/self/mountinfo",
 	}
 	if err := c.readEnv(); err != nil {

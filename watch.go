@@ -137,7 +137,7 @@ func (w *podWatcher) run(ctx context.Context) {
 		}
 		if err != nil {
 			if ae == nil || ae.Code != http.StatusForbidden {
-				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond))
+				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			}
 			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
 		}
@@ -169,13 +169,6 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	if !fromScratch {
 		q.Set("resourceVersion", *rv)
 	}
-	resp, err := w.c.get(ctx, w.watchPath(), q)
-	if err != nil {
-		return 0, err
-	}
-	defer resp.Body.Close()
-	w.update(func(s *podState) { s.lastErr = nil })
-
 	events := 0
 	var mu sync.Mutex // guards events against the fallback timer
 	if fromScratch && !w.fallbackDone.Load() {
@@ -191,6 +184,13 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 		})
 		defer t.Stop()
 	}
+	resp, err := w.c.get(ctx, w.watchPath(), q)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	w.update(func(s *podState) { s.lastErr = nil })
+
 	sawPod := false
 	err = readEvents(resp.Body, func(ev event) error {
 		mu.Lock()

@@ -1,0 +1,309 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// fastTiming shortens the watch's delays for the test.
+func fastTiming(t *testing.T) {
+	saved := []time.Duration{backoffFirst, backoffMax, watchFallbackAfter, forbiddenFor}
+	backoffFirst, backoffMax, watchFallbackAfter, forbiddenFor = 10*time.Millisecond, 50*time.Millisecond, 200*time.Millisecond, 300*time.Millisecond
+	t.Cleanup(func() {
+		backoffFirst, backoffMax, watchFallbackAfter, forbiddenFor = saved[0], saved[1], saved[2], saved[3]
+	})
+}
+
+// syncBuffer collects logs written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func watchPod(t *testing.T, f *fakeAPI, uid string) (*podWatcher, *syncBuffer) {
+	t.Helper()
+	client, err := newKubeClient(env(f.env()), f.saDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := new(syncBuffer)
+	w := newPodWatcher(client, "rec3", "job-1", uid, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return w, logs
+}
+
+// waitFor waits until the watcher's state satisfies ok.
+func waitFor(t *testing.T, w *podWatcher, what string, ok func(podState) bool) podState {
+	t.Helper()
+	deadline := time.After(20 * time.Second)
+	for {
+		st, changed := w.current()
+		if ok(st) {
+			return st
+		}
+		select {
+		case <-changed:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s; state: pod=%v gone=%v lastErr=%v", what, st.pod != nil, st.gone, st.lastErr)
+		}
+	}
+}
+
+func hasRV(rv string) func(podState) bool {
+	return func(s podState) bool { return s.pod != nil && s.pod.Metadata.ResourceVersion == rv }
+}
+
+// checkWatch checks that r is the one watch request SPEC §4 describes.
+func checkWatch(t *testing.T, r apiRequest, wantRV string) {
+	t.Helper()
+	if r.Method != "GET" || r.Path != "/api/v1/namespaces/rec3/pods" {
+		t.Errorf("request %s %s, want GET /api/v1/namespaces/rec3/pods", r.Method, r.Path)
+	}
+	q := r.Query
+	timeout, _ := strconv.Atoi(q.Get("timeoutSeconds"))
+	if timeout < 300 || timeout > 600 {
+		t.Errorf("timeoutSeconds=%q, want 300..600", q.Get("timeoutSeconds"))
+	}
+	q.Del("timeoutSeconds")
+	want := map[string][]string{"watch": {"1"}, "fieldSelector": {"metadata.name=job-1"}, "allowWatchBookmarks": {"true"}}
+	if wantRV != "" {
+		want["resourceVersion"] = []string{wantRV}
+	}
+	if diff := cmp.Diff(want, map[string][]string(q)); diff != "" {
+		t.Errorf("watch query (-want +got):\n%s", diff)
+	}
+	if r.Proto != 2 {
+		t.Errorf("request over HTTP/%d, want HTTP/2", r.Proto)
+	}
+	if !strings.HasPrefix(r.UserAgent, "proa/") {
+		t.Errorf("User-Agent %q, want proa/VERSION", r.UserAgent)
+	}
+}
+
+func TestWatchLifecycleIsOneRequest(t *testing.T) {
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	live := make(chan string)
+	f.answer(stream(lines[:4], live))
+	w, _ := watchPod(t, f, "")
+
+	st := waitFor(t, w, "rv 581", hasRV("581"))
+	if nr, _ := readiness(st.pod, sidecarsOf(st.pod, "main")); len(nr) != 1 || nr[0] != "envoy: running, not ready" {
+		t.Errorf("at rv 581 notReady = %q, want envoy running", nr)
+	}
+	live <- lines[4]
+	st = waitFor(t, w, "rv 582", hasRV("582"))
+	if nr, failed := readiness(st.pod, sidecarsOf(st.pod, "main")); len(nr) != 0 || failed != "" {
+		t.Errorf("at rv 582 notReady = %q, failed %q; want ready", nr, failed)
+	}
+	live <- lines[5]
+	st = waitFor(t, w, "rv 583", hasRV("583"))
+	if running := stillRunning(st.pod, sidecarsOf(st.pod, "main")); len(running) != 0 {
+		t.Errorf("at rv 583 still running: %q", running)
+	}
+	reqs := f.got()
+	if len(reqs) != 1 {
+		t.Fatalf("made %d requests, want exactly 1: %+v", len(reqs), reqs)
+	}
+	checkWatch(t, reqs[0], "")
+	if reqs[0].Token != "token-1" {
+		t.Errorf("token %q, want token-1", reqs[0].Token)
+	}
+}
+
+func TestWatchResumesFromLastModifiedOrBookmark(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	hold := make(chan string)
+	f.answer(
+		stream(lines[:1], nil),                              // ADDED only, then a clean end: nothing to resume from
+		stream(lines[:2], nil),                              // ADDED + BOOKMARK 579
+		stream(lines[2:3], nil),                             // MODIFIED 580
+		raw(http.StatusGone, f.file("watch-too-old.jsonl")), // HTTP 410: start over
+		stream(lines[:4], nil),                              // ADDED 579 ... MODIFIED 581
+		stream(recorded(t, "watch-too-old.jsonl"), nil),     // in-stream ERROR 410: start over
+		stream(lines[:1], hold),
+	)
+	w, _ := watchPod(t, f, "")
+	reqs := f.waitRequests(7)
+	waitFor(t, w, "rv 579 again", hasRV("579"))
+	for i, want := range []string{"", "", "579", "580", "", "581", ""} {
+		checkWatch(t, reqs[i], want)
+	}
+}
+
+func TestWatchTruncatedEventIsRetried(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	cut := lines[4][:len(lines[4])/2]
+	f.answer(
+		func(w http.ResponseWriter, r *http.Request) { // a stream cut in the middle of an object
+			stream(lines[:3], nil)(w, r)
+			w.Write([]byte(cut))
+		},
+		stream([]string{`{"type":"MODIFIED","object":`, `{not json}}`}, nil), // malformed
+		stream([]string{`{"type":"SURPRISE","object":{}}`}, nil),             // unknown type
+		stream(lines[4:5], make(chan string)),
+	)
+	w, logs := watchPod(t, f, "")
+	waitFor(t, w, "rv 582", hasRV("582"))
+	for i, want := range []string{"", "580", "580", "580"} {
+		checkWatch(t, f.got()[i], want)
+	}
+	for _, want := range []string{"unexpected EOF", "invalid character", `watch event of unknown type \"SURPRISE\"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %q:\n%s", want, logs)
+		}
+	}
+}
+
+func TestWatchRereadsTokenAfter401(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	rotated := make(chan struct{})
+	f.answer(func(w http.ResponseWriter, r *http.Request) {
+		f.setToken("token-2") // the kubelet rotated it; the old one is refused
+		close(rotated)
+		raw(http.StatusUnauthorized, f.file("unauthorized.json"))(w, r)
+	}, stream(recorded(t, "watch-lifecycle.jsonl")[:1], make(chan string)))
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "the pod", hasRV("579"))
+	reqs := f.got()
+	if got := []string{reqs[0].Token, reqs[1].Token}; !cmp.Equal(got, []string{"token-1", "token-2"}) {
+		t.Errorf("tokens sent %q, want [token-1 token-2]", got)
+	}
+}
+
+func TestWatchForbiddenIsFatalAfterAWhile(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	for range 100 {
+		f.answer(raw(http.StatusForbidden, f.file("forbidden.json")))
+	}
+	start := time.Now()
+	w, logs := watchPod(t, f, "")
+	st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+	if time.Since(start) < forbiddenFor {
+		t.Errorf("gave up after %s, before %s", time.Since(start), forbiddenFor)
+	}
+	for _, want := range []string{"403 Forbidden", `cannot watch resource \"pods\"`} {
+		if !strings.Contains(st.gone.Error(), strings.ReplaceAll(want, `\"`, `"`)) {
+			t.Errorf("error %q lacks %q", st.gone, want)
+		}
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"watching pod forbidden`) || !strings.Contains(logs.String(), `verbs: [\"get\", \"watch\"]`) {
+		t.Errorf("logs lack the ERROR with the missing rule:\n%s", logs)
+	}
+	if n := len(f.got()); n < 2 {
+		t.Errorf("made %d requests, want retries", n)
+	}
+}
+
+func TestWatchHonoursRetryAfter(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	f.answer(
+		raw(http.StatusTooManyRequests, `{"kind":"Status","code":429,"message":"too many requests"}`, "Retry-After", "1"),
+		stream(recorded(t, "watch-lifecycle.jsonl")[:1], make(chan string)),
+	)
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "the pod", hasRV("579"))
+	reqs := f.got()
+	if gap := reqs[1].At.Sub(reqs[0].At); gap < 900*time.Millisecond {
+		t.Errorf("retried after %s, want Retry-After's 1s", gap)
+	}
+}
+
+func TestWatchPodNotFound(t *testing.T) {
+	fastTiming(t)
+	t.Run("initial-events-end bookmark without the pod", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.answer(stream(recorded(t, "watch-absent.jsonl"), make(chan string)))
+		w, _ := watchPod(t, f, "")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if !strings.Contains(st.gone.Error(), "pod rec3/job-1 not found: set POD_NAME from the downward API") {
+			t.Errorf("error %q lacks the POD_NAME hint", st.gone)
+		}
+		if n := len(f.got()); n != 1 {
+			t.Errorf("made %d requests, want 1", n)
+		}
+	})
+	t.Run("old server: silence, then the one GET says 404", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.answer(stream(nil, make(chan string)), raw(http.StatusNotFound, f.file("get-absent.json")))
+		w, _ := watchPod(t, f, "")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if !strings.Contains(st.gone.Error(), "not found: set POD_NAME") {
+			t.Errorf("error %q lacks the POD_NAME hint", st.gone)
+		}
+		reqs := f.got()
+		if len(reqs) != 2 || reqs[1].Path != "/api/v1/namespaces/rec3/pods/job-1" || len(reqs[1].Query) != 0 {
+			t.Errorf("requests %+v, want the watch then GET pods/job-1", reqs)
+		}
+	})
+	t.Run("old server: silence, the GET finds the pod, events follow", func(t *testing.T) {
+		f := newFakeAPI(t)
+		live := make(chan string, 1)
+		f.answer(stream(nil, live), func(w http.ResponseWriter, r *http.Request) {
+			raw(http.StatusOK, `{"kind":"Pod","metadata":{"name":"job-1"}}`)(w, r)
+			live <- recorded(t, "watch-lifecycle.jsonl")[0]
+		})
+		w, _ := watchPod(t, f, "")
+		waitFor(t, w, "the pod", hasRV("579"))
+		if st, _ := w.current(); st.gone != nil {
+			t.Errorf("gone: %v", st.gone)
+		}
+		if n := len(f.got()); n != 2 {
+			t.Errorf("made %d requests, want 2", n)
+		}
+	})
+}
+
+func TestWatchWrongUIDOrDeleted(t *testing.T) {
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	t.Run("POD_UID differs", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.answer(stream(lines[:1], make(chan string)))
+		w, _ := watchPod(t, f, "some-other-uid")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if !strings.Contains(st.gone.Error(), "but POD_UID is some-other-uid") {
+			t.Errorf("error %q", st.gone)
+		}
+	})
+	t.Run("deleted", func(t *testing.T) {
+		f := newFakeAPI(t)
+		deleted := strings.Replace(lines[5], `"type":"MODIFIED"`, `"type":"DELETED"`, 1)
+		f.answer(stream([]string{lines[0], deleted}, make(chan string)))
+		w, _ := watchPod(t, f, "a8dfa648-fa12-42ac-aac6-647291d2f4df")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if st.gone.Error() != "pod rec3/job-1 was deleted" {
+			t.Errorf("error %q", st.gone)
+		}
+	})
+}
