@@ -120,18 +120,18 @@ func waitSidecarsExited(ctx context.Context, w *podWatcher, self string) error {
 }
 
 // shutdownRequest sends one shutdown request, retrying connection errors and
-// 5xx answers with backoff until the deadline. The first attempt is made even
-// when the deadline has already passed. With refusedFor > 0, refused
+// 5xx answers with backoff until the deadline or until ctx ends. The first
+// attempt is always made, and always finished. With refusedFor > 0, refused
 // connections are retried only that long.
 func shutdownRequest(ctx context.Context, client *http.Client, method, url string, deadline time.Time, refusedFor time.Duration) error {
 	start := time.Now()
 	delay := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		limit := shutdownAttemptTimeout
+		actx, limit := context.WithoutCancel(ctx), shutdownAttemptTimeout
 		if attempt > 0 {
-			limit = min(limit, time.Until(deadline))
+			actx, limit = ctx, min(limit, time.Until(deadline))
 		}
-		err := shutdownAttempt(ctx, client, method, url, limit)
+		err := shutdownAttempt(actx, client, method, url, limit)
 		var final *finalError
 		if err == nil || errors.As(err, &final) {
 			return err
