@@ -19,6 +19,12 @@
 //
 //	-g, --shutdown-http-get URL    GET URL at shutdown (repeatable)
 //	-p, --shutdown-http-post URL   POST to URL at shutdown (repeatable)
+//	-k, --kill NAME                at shutdown, signal every process whose
+//	                               executable is named NAME (repeatable; Linux)
+//	-K, --kill-all                 at shutdown, signal every process but PID 1,
+//	                               proa and its children (Linux)
+//	--kill-signal SIGNAL           signal for -k and -K: TERM (default), INT,
+//	                               QUIT, KILL, ... or a number
 //	--container NAME               proa's own container (env PROA_CONTAINER_NAME);
 //	                               default: detected, else the first container
 //	--timeout DURATION             longest wait for readiness (env PROA_TIMEOUT);
@@ -96,6 +102,10 @@ Examples:
 Options:
   -g, --shutdown-http-get URL   GET URL at shutdown (repeatable)
   -p, --shutdown-http-post URL  POST to URL at shutdown (repeatable)
+  -k, --kill NAME               signal processes named NAME at shutdown (repeatable);
+                                needs shareProcessNamespace: true
+  -K, --kill-all                signal every other process in the Pod at shutdown
+  --kill-signal SIGNAL          signal for -k and -K (default TERM)
   --container NAME              proa's own container (PROA_CONTAINER_NAME)
   --timeout DURATION            longest wait for readiness, 0 = forever (PROA_TIMEOUT)
   --no-kube                     do not use the Kubernetes API (automatic when
@@ -121,6 +131,9 @@ const (
 
 type config struct {
 	getURLs, postURLs []string
+	killNames         []string // -k: signal processes with these executable names
+	killAll           bool     // -K: signal every process but PID 1 and proa's own
+	killSignal        syscall.Signal
 	container         string // from --container or PROA_CONTAINER_NAME
 	containerFrom     string // which of the two set it, for the log
 	timeout           time.Duration
@@ -173,6 +186,21 @@ var flagDefs = []flagDef{
 		c.postURLs = append(c.postURLs, u)
 		return err
 	}},
+	{"k", "kill", true, func(c *config, v string) error {
+		if v == "" || strings.Contains(v, "/") {
+			return usagef("--kill %q is not an executable name: write its base name, e.g. --kill envoy", v)
+		}
+		c.killNames = append(c.killNames, v)
+		return nil
+	}},
+	{"K", "kill-all", false, func(c *config, _ string) error {
+		c.killAll = true
+		return nil
+	}},
+	{"", "kill-signal", true, func(c *config, v string) (err error) {
+		c.killSignal, err = parseSignal(v)
+		return err
+	}},
 	{"", "container", true, func(c *config, v string) error {
 		if v == "" {
 			return usagef("--container needs a container name, e.g. --container app")
@@ -209,6 +237,7 @@ var flagDefs = []flagDef{
 // over the environment. It returns errHelp, errVersion or a *usageError.
 func parseConfig(args []string, env func(string) string) (*config, error) {
 	c := &config{
+		killSignal:     syscall.SIGTERM,
 		logFormat:      "json",
 		env:            env,
 		serviceAccount: defaultServiceAccountDir,
@@ -249,6 +278,9 @@ func parseConfig(args []string, env func(string) string) (*config, error) {
 	if len(c.command) == 0 {
 		return nil, usagef("missing COMMAND: write proa [OPTIONS] -- COMMAND [ARGS...]")
 	}
+	if !killSupported && (len(c.killNames) > 0 || c.killAll) {
+		return nil, usagef("--kill and --kill-all need Linux's /proc: use --shutdown-http-get or --shutdown-http-post here")
+	}
 	return c, nil
 }
 
@@ -271,7 +303,7 @@ func lookupFlag(arg string) (def flagDef, value string, hasValue bool, err error
 				if rest == "" {
 					return d, "", false, nil
 				}
-				if d.hasValue {
+				if d.hasValue || strings.HasPrefix(rest, "=") {
 					return d, strings.TrimPrefix(rest, "="), true, nil
 				}
 			}
@@ -331,6 +363,24 @@ func parseDuration(name, v string) (time.Duration, error) {
 		return 0, usagef("%s %q is not a duration: write e.g. 90s, 5m or 1h30m", name, v)
 	}
 	return d, nil
+}
+
+// signals lists the signals --kill-signal takes by name.
+var signals = map[string]syscall.Signal{
+	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
+	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "ALRM": syscall.SIGALRM,
+	"CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP, "WINCH": syscall.SIGWINCH, "PIPE": syscall.SIGPIPE,
+}
+
+// parseSignal takes TERM, SIGTERM, term or 15.
+func parseSignal(v string) (syscall.Signal, error) {
+	if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65 {
+		return syscall.Signal(n), nil
+	}
+	if s, ok := signals[strings.TrimPrefix(strings.ToUpper(v), "SIG")]; ok {
+		return s, nil
+	}
+	return 0, usagef("--kill-signal %q is not a signal: write a name such as TERM, INT, QUIT or KILL, or a number", v)
 }
 
 func parseLevel(name, v string) (slog.Level, error) {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -67,6 +68,12 @@ func TestParseConfig(t *testing.T) {
 			config{logLevel: slog.LevelError, command: []string{"app"}}},
 		{"PROA_DISABLED=0", []string{"app"}, map[string]string{"PROA_DISABLED": "0"},
 			config{command: []string{"app"}}},
+		{"kill mode", []string{"-k", "envoy", "--kill=pilot-agent", "-kvault", "-K", "--kill-signal", "SIGINT", "--", "app"}, nil,
+			config{killNames: []string{"envoy", "pilot-agent", "vault"}, killAll: true, killSignal: syscall.SIGINT, command: []string{"app"}}},
+		{"kill signal by number", []string{"--kill-signal=9", "app"}, nil,
+			config{killSignal: syscall.SIGKILL, command: []string{"app"}}},
+		{"kill signal in lower case", []string{"--kill-signal", "quit", "app"}, nil,
+			config{killSignal: syscall.SIGQUIT, command: []string{"app"}}},
 		{"dash alone is the command", []string{"-"}, nil,
 			config{command: []string{"-"}}},
 	}
@@ -79,6 +86,9 @@ func TestParseConfig(t *testing.T) {
 			want := tt.want
 			if want.logFormat == "" {
 				want.logFormat = "json"
+			}
+			if want.killSignal == 0 {
+				want.killSignal = syscall.SIGTERM
 			}
 			got.env = nil
 			got.serviceAccount, got.mountinfo = "", ""
@@ -110,6 +120,10 @@ func TestParseConfigErrors(t *testing.T) {
 		{[]string{"--log-format", "xml", "app"}, nil, `--log-format "xml" is not a log format: write json or text`},
 		{[]string{"--container", "", "app"}, nil, "--container needs a container name, e.g. --container app"},
 		{[]string{"--no-kube=yes", "app"}, nil, `--no-kube takes no value, got "yes"`},
+		{[]string{"--kill-signal", "TERMINATE", "app"}, nil, `--kill-signal "TERMINATE" is not a signal: write a name such as TERM, INT, QUIT or KILL, or a number`},
+		{[]string{"--kill-signal", "0", "app"}, nil, `--kill-signal "0" is not a signal: write a name such as TERM, INT, QUIT or KILL, or a number`},
+		{[]string{"-k", "/usr/bin/envoy", "app"}, nil, `--kill "/usr/bin/envoy" is not an executable name: write its base name, e.g. --kill envoy`},
+		{[]string{"-K=1", "app"}, nil, `--kill-all takes no value, got "1"`},
 		{[]string{"app"}, map[string]string{"PROA_TIMEOUT": "1 minute"}, `PROA_TIMEOUT "1 minute" is not a duration: write e.g. 90s, 5m or 1h30m`},
 		{[]string{"app"}, map[string]string{"PROA_LOG": "verbose"}, `PROA_LOG "verbose" is not a log level: write debug, info, warn or error`},
 		{[]string{"app"}, map[string]string{"PROA_LOG_FORMAT": "yaml"}, `PROA_LOG_FORMAT "yaml" is not a log format: write json or text`},

@@ -53,8 +53,9 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 
 	// Without the Pod's status to tell that a sidecar has exited, a refused
 	// connection most likely means it has: do not retry it for long.
+	waitForPod := w != nil && self != "" && !w.isGone()
 	refusedFor := time.Duration(0)
-	if w == nil {
+	if !waitForPod {
 		refusedFor = 3 * time.Second
 	}
 	var wg sync.WaitGroup
@@ -82,7 +83,17 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 		}
 	}
 
-	if w != nil && self != "" {
+	if signalled := killProcesses(c, log); len(signalled) > 0 {
+		wg.Go(func() {
+			if left := waitProcessesGone(ctx, signalled); len(left) > 0 {
+				log.Warn("signalled processes still running at the shutdown deadline", "pids", pids(left))
+			} else {
+				log.Info("signalled processes exited", "elapsed", since(start))
+			}
+		})
+	}
+
+	if waitForPod {
 		if err := waitSidecarsExited(ctx, w, self); err != nil {
 			log.Warn("not all sidecars exited", "err", err, "elapsed", since(start))
 		} else {
@@ -182,4 +193,12 @@ func shutdownAttempt(ctx context.Context, client *http.Client, method, url strin
 // since is the time elapsed since t, for logs.
 func since(t time.Time) string {
 	return time.Since(t).Round(time.Millisecond).String()
+}
+
+func pids(procs []process) []int {
+	var out []int
+	for _, p := range procs {
+		out = append(out, p.pid)
+	}
+	return out
 }

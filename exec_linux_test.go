@@ -1,0 +1,237 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// As PID 1 of its own PID namespace, with that namespace's /proc mounted in
+// a mount namespace of its own, proa must reap every orphan the command
+// leaves, without losing the command's status to that reaping.
+
+func init() {
+	childModes["pid1"] = childPID1       // pid1 PROA-ARGS...: mount /proc, then become proa
+	childModes["orphans"] = childOrphans // orphans REPORT N CODE: orphan N processes, report on their reaping
+	childModes["spawn"] = childSpawn     // spawn N: start N orphan processes, print their PIDs, exit
+	childModes["orphan"] = childOrphan   // orphan: exit once reparented to PID 1
+}
+
+const orphanWait = 5 * time.Second
+
+// childPID1 runs as PID 1 of a new PID and mount namespace, mounts that
+// namespace's /proc, and execs proa, which stays PID 1.
+func childPID1(args []string) int {
+	exe, err := os.Executable()
+	if err == nil {
+		err = syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, "")
+	}
+	if err == nil {
+		err = syscall.Mount("proc", "/proc", "proc", syscall.MS_NOSUID|syscall.MS_NODEV|syscall.MS_NOEXEC, "")
+	}
+	if err == nil {
+		env := []string{"PROA_TEST_AS=proa"}
+		for _, kv := range os.Environ() {
+			if !strings.HasPrefix(kv, "PROA_TEST_AS=") {
+				env = append(env, kv)
+			}
+		}
+		err = syscall.Exec(exe, append([]string{exe}, args...), env)
+	}
+	fmt.Fprintln(os.Stderr, "pid1:", err)
+	return 111
+}
+
+// childOrphans starts a process that starts N children and exits at once,
+// leaving them to PID 1; they exit once reparented. It then waits until
+// every one of them is gone from /proc, that is, reaped, and reports its own
+// parent, the number of orphans, those never reaped and any zombie left in
+// the namespace.
+func childOrphans(args []string) int {
+	exitWithParent()
+	report, n, code := args[0], args[1], atoi(args[2])
+	exe, err := os.Executable()
+	if err != nil {
+		return 1
+	}
+	out, err := exec.Command(exe, "spawn", n).Output()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "orphans: spawn:", err)
+		return 1
+	}
+	pids := strings.Fields(string(out))
+	var b strings.Builder
+	fmt.Fprintf(&b, "ppid %d\norphans %d\n", os.Getppid(), len(pids))
+	deadline := time.Now().Add(orphanWait)
+	for _, pid := range pids {
+		for {
+			state, err := procState(pid)
+			if errors.Is(err, fs.ErrNotExist) {
+				break
+			}
+			if time.Now().After(deadline) {
+				fmt.Fprintf(&b, "not reaped %s %s %v\n", pid, state, err)
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	fmt.Fprintf(&b, "zombies %q\n", zombies())
+	if err := os.WriteFile(report, []byte(b.String()), 0o644); err != nil {
+		return 1
+	}
+	return code
+}
+
+func childSpawn(args []string) int {
+	exe, err := os.Executable()
+	if err != nil {
+		return 1
+	}
+	for range atoi(args[0]) {
+		c := exec.Command(exe, "orphan")
+		if err := c.Start(); err != nil {
+			fmt.Fprintln(os.Stderr, "spawn:", err)
+			return 1
+		}
+		fmt.Println(c.Process.Pid)
+	}
+	return 0
+}
+
+func childOrphan([]string) int {
+	for deadline := time.Now().Add(orphanWait); os.Getppid() != 1 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	return 0
+}
+
+// procState is the state letter of /proc/PID/stat.
+func procState(pid string) (string, error) {
+	b, err := os.ReadFile("/proc/" + pid + "/stat")
+	if err != nil {
+		return "", err
+	}
+	_, rest, ok := bytes.Cut(b, []byte(") "))
+	if !ok || len(rest) == 0 {
+		return "", fmt.Errorf("/proc/%s/stat: %q", pid, b)
+	}
+	return string(rest[:1]), nil
+}
+
+// zombies lists the processes in state Z, as "PID (comm)".
+func zombies() []string {
+	var zs []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		if state, _ := procState(e.Name()); state == "Z" {
+			comm, _ := os.ReadFile("/proc/" + e.Name() + "/comm")
+			zs = append(zs, e.Name()+" ("+strings.TrimSpace(string(comm))+")")
+		}
+	}
+	return zs
+}
+
+// requireRoot skips a test that needs root, except in CI, where it fails.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("needs root to make PID and mount namespaces; CI=true, so not skipping")
+	}
+	t.Skip("needs root to make PID and mount namespaces")
+}
+
+// launchPID1 starts proa with args as PID 1 of new PID and mount
+// namespaces. Killing it, as the cleanup does on failure, kills everything
+// in them.
+func launchPID1(t *testing.T, args ...string) *launched {
+	t.Helper()
+	requireRoot(t)
+	cmd := exec.Command(testBinary(t), append([]string{"pid1", "--log-level", "debug", "--"}, args...)...)
+	cmd.Env = cleanEnv("PROA_TEST_AS=child")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
+	return launch(t, cmd)
+}
+
+func TestPID1ReapsOrphans(t *testing.T) {
+	t.Parallel()
+	report := filepath.Join(t.TempDir(), "report")
+	l := launchPID1(t, childArgv(t, "orphans", report, "5", "7")...)
+	if got := l.exitCode(); got != 7 {
+		t.Errorf("proa exited %d, want the command's 7; stderr:\n%s", got, &l.stderr)
+	}
+	b, err := os.ReadFile(report)
+	if err != nil {
+		t.Fatalf("no report from the command: %v; stderr:\n%s", err, &l.stderr)
+	}
+	if want := "ppid 1\norphans 5\nzombies []\n"; string(b) != want {
+		t.Errorf("the command reported:\n%s\nwant:\n%s", b, want)
+	}
+}
+
+func TestPID1ExitCode(t *testing.T) {
+	// The shell leaves orphans that exit as it does, so proa's reaper
+	// collects them and the command in the same breath.
+	orphaning := `for i in 1 2 3 4 5 6 7 8; do /bin/true & done; exit 5`
+	tests := []struct {
+		name string
+		argv []string
+		want int
+	}{
+		{"exit 0", childArgv(t, "exit", "0"), 0},
+		{"exit 3", childArgv(t, "exit", "3"), 3},
+		{"SIGKILL", childArgv(t, "kill", "9"), 137},
+		{"orphans exiting with the command 1", []string{"/bin/sh", "-c", orphaning}, 5},
+		{"orphans exiting with the command 2", []string{"/bin/sh", "-c", orphaning}, 5},
+		{"orphans exiting with the command 3", []string{"/bin/sh", "-c", orphaning}, 5},
+		{"not found", []string{"proa-test-no-such-command"}, 127},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			l := launchPID1(t, tt.argv...)
+			if got := l.exitCode(); got != tt.want {
+				t.Errorf("proa as PID 1 exited %d, want %d; stderr:\n%s", got, tt.want, &l.stderr)
+			}
+		})
+	}
+}
+
+func TestPID1ForwardsSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1} {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
+			l := launchPID1(t, childArgv(t, "signals", ready, record, "9")...)
+			l.await(ready)
+			l.signal(sig)
+			checkRecord(t, l, 9, record, sig.String())
+		})
+	}
+	t.Run("command dies from TERM", func(t *testing.T) {
+		t.Parallel()
+		ready := filepath.Join(t.TempDir(), "ready")
+		l := launchPID1(t, childArgv(t, "sleep", ready)...)
+		l.await(ready)
+		l.signal(syscall.SIGTERM)
+		if got := l.exitCode(); got != 143 {
+			t.Errorf("proa as PID 1 exited %d, want 143; stderr:\n%s", got, &l.stderr)
+		}
+	})
+}
