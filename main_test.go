@@ -14,6 +14,10 @@ import (
 // The test binary doubles as proa and as the programs proa runs: with
 // PROA_TEST_AS set it becomes one of them instead of running tests.
 func TestMain(m *testing.M) {
+	if role, ok := testRoles[os.Getenv("PROA_TEST_AS")]; ok {
+		role()
+		os.Exit(0)
+	}
 	switch os.Getenv("PROA_TEST_AS") {
 	case "":
 		os.Exit(m.Run())
@@ -27,6 +31,10 @@ func TestMain(m *testing.M) {
 	}
 	panic("unreachable: " + os.Getenv("PROA_TEST_AS"))
 }
+
+// testRoles are more programs the test binary can become, registered by
+// platform-specific test files.
+var testRoles = map[string]func(){}
 
 func env(kv map[string]string) func(string) string {
 	return func(k string) string { return kv[k] }
