@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"syscall"
@@ -101,4 +102,33 @@ func execDirectly(argv []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "proa: running %s: %v\n", argv[0], err)
 	return startFailureCode(err)
+}
+
+// runCommand runs the command, forwarding signals, and returns its exit
+// code.
+func runCommand(c *config, sigs <-chan os.Signal, log *slog.Logger) int {
+	log.Info("running command", "argv", c.command)
+	cmd, err := startCommand(c.command, os.Getpid() == 1)
+	if err != nil {
+		code := startFailureCode(err)
+		log.Error("command could not be started", "err", err, "code", code)
+		return code
+	}
+	for {
+		select {
+		case ws := <-cmd.exited:
+			code := exitCode(ws)
+			if ws.Signaled() {
+				log.Info("command exited", "code", code, "signal", ws.Signal().String())
+			} else {
+				log.Info("command exited", "code", code)
+			}
+			return code
+		case sig := <-sigs:
+			log.Debug("forwarding signal", "signal", sig.String())
+			if err := cmd.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
+				log.Warn("forwarding signal failed", "signal", sig.String(), "err", err)
+			}
+		}
+	}
 }

@@ -7,23 +7,149 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
-// As PID 1 of its own PID namespace, with that namespace's /proc mounted in
-// a mount namespace of its own, proa must reap every orphan the command
-// leaves, without losing the command's status to that reaping.
+// Signals, and proa as PID 1 of its own PID namespace (with that
+// namespace's /proc mounted in a mount namespace of its own), where it must
+// reap every orphan the command leaves without losing the command's status.
 
 func init() {
+	childModes["signals"] = childSignals // signals READY RECORD CODE: record the signals received
+	childModes["sleep"] = childSleep     // sleep READY: wait to be killed
 	childModes["pid1"] = childPID1       // pid1 PROA-ARGS...: mount /proc, then become proa
 	childModes["orphans"] = childOrphans // orphans REPORT N CODE: orphan N processes, report on their reaping
 	childModes["spawn"] = childSpawn     // spawn N: start N orphan processes, print their PIDs, exit
 	childModes["orphan"] = childOrphan   // orphan: exit once reparented to PID 1
+}
+
+// testSignals is SPEC §5's list of forwarded signals.
+var testSignals = []syscall.Signal{
+	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
+	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
+}
+
+// childSignals records the forwarded signals and SIGCHLD it receives. Once
+// one has arrived it waits until none has come for a while, so a duplicate or
+// an extra signal is seen too, then writes their names, one a line.
+func childSignals(args []string) int {
+	exitWithParent()
+	ready, record, code := args[0], args[1], atoi(args[2])
+	ch := make(chan os.Signal, 64)
+	for _, s := range append(testSignals, syscall.SIGCHLD) {
+		signal.Notify(ch, s)
+	}
+	touch(ready)
+	var got []string
+	quiet := time.NewTimer(childLifetime)
+	for waiting := true; waiting; {
+		select {
+		case s := <-ch:
+			got = append(got, s.String())
+			quiet.Reset(100 * time.Millisecond)
+		case <-quiet.C:
+			waiting = false
+		}
+	}
+	if err := os.WriteFile(record, []byte(strings.Join(got, "\n")), 0o644); err != nil {
+		return 1
+	}
+	return code
+}
+
+func childSleep(args []string) int {
+	exitWithParent()
+	touch(args[0])
+	time.Sleep(childLifetime)
+	return 99
+}
+
+// signalled runs argv under proa, sends it sigs once the command has made
+// the file ready, and returns proa.
+func signalled(t *testing.T, ready string, argv []string, sigs ...os.Signal) *launched {
+	t.Helper()
+	l := launch(t, proaCmd(t, nil, append([]string{"--log-level", "debug", "--"}, argv...)...))
+	l.await(ready)
+	for _, s := range sigs {
+		l.signal(s)
+	}
+	return l
+}
+
+// checkRecord checks that proa exited with code and that the command
+// recorded exactly the signals want.
+func checkRecord(t *testing.T, l *launched, code int, record string, want ...string) {
+	t.Helper()
+	if got := l.exitCode(); got != code {
+		t.Errorf("proa exited %d, want the command's %d; stderr:\n%s", got, code, &l.stderr)
+	}
+	b, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatalf("the command left no record: %v; stderr:\n%s", err, &l.stderr)
+	}
+	got := strings.FieldsFunc(string(b), func(r rune) bool { return r == '\n' })
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("signals the command received (-want +got):\n%s", diff)
+	}
+}
+
+func TestSignalForwarding(t *testing.T) {
+	for i, sig := range testSignals {
+		t.Run(sig.String(), func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			ready, record, code := filepath.Join(dir, "ready"), filepath.Join(dir, "record"), 10+i
+			l := signalled(t, ready, childArgv(t, "signals", ready, record, strconv.Itoa(code)), sig)
+			checkRecord(t, l, code, record, sig.String())
+		})
+	}
+	t.Run("command dies from TERM", func(t *testing.T) {
+		t.Parallel()
+		ready := filepath.Join(t.TempDir(), "ready")
+		l := signalled(t, ready, childArgv(t, "sleep", ready), syscall.SIGTERM)
+		if got := l.exitCode(); got != 143 {
+			t.Errorf("proa exited %d, want 143; stderr:\n%s", got, &l.stderr)
+		}
+	})
+}
+
+// A Go program cannot tell a forwarded SIGURG from its runtime's own, so a
+// shell with traps checks SIGURG; the Go child checks SIGCHLD, which nothing
+// else sends it as it has no children. Each ends with a forwarded SIGUSR1,
+// sent after the others, and waits a little more for stragglers.
+func TestSignalsNotForwarded(t *testing.T) {
+	t.Run("SIGCHLD", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
+		l := signalled(t, ready, childArgv(t, "signals", ready, record, "7"),
+			syscall.SIGCHLD, syscall.SIGCHLD, syscall.SIGUSR1)
+		checkRecord(t, l, 7, record, syscall.SIGUSR1.String())
+	})
+	t.Run("SIGURG", func(t *testing.T) {
+		t.Parallel()
+		dir := t.TempDir()
+		ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
+		script := `trap 'echo URG >>"$1"' URG
+trap 'echo USR1 >>"$1"; got=1' USR1
+sleep 20 </dev/null >/dev/null 2>&1 & bg=$!
+: >"$2"
+while [ -z "$got" ] && kill -0 $bg 2>/dev/null; do wait $bg; done
+kill $bg
+sleep 0.2
+exit 7`
+		l := signalled(t, ready, []string{"/bin/sh", "-c", script, "sh", record, ready},
+			syscall.SIGURG, syscall.SIGURG, syscall.SIGUSR1)
+		checkRecord(t, l, 7, record, "USR1")
+	})
 }
 
 const orphanWait = 5 * time.Second

@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -26,24 +25,16 @@ import (
 
 // childModes are the programs childMain can be; each returns its exit code.
 var childModes = map[string]func(args []string) int{
-	"exit":    childExit,    // exit CODE
-	"kill":    childKill,    // kill SIGNUM: die from that signal
-	"output":  childOutput,  // output NOUT NERR: write outputPattern to stdout and stderr
-	"cat":     childCat,     // cat: copy stdin to stdout
-	"env-cwd": childEnvCwd,  // env-cwd VAR: print $VAR, a NUL, then the working directory
-	"pid":     childPID,     // pid FILE CODE: write the PID to FILE, exit CODE
-	"signals": childSignals, // signals READY RECORD CODE: record the signals received
-	"sleep":   childSleep,   // sleep READY: wait to be killed
+	"exit":    childExit,   // exit CODE
+	"kill":    childKill,   // kill SIGNUM: die from that signal
+	"output":  childOutput, // output NOUT NERR: write outputPattern to stdout and stderr
+	"cat":     childCat,    // cat: copy stdin to stdout
+	"env-cwd": childEnvCwd, // env-cwd VAR: print $VAR, a NUL, then the working directory
+	"pid":     childPID,    // pid FILE CODE: write the PID to FILE, exit CODE
 }
 
 // childLifetime bounds every child, so that none outlives a failed test.
 const childLifetime = 20 * time.Second
-
-// testSignals is SPEC §5's list of forwarded signals.
-var testSignals = []syscall.Signal{
-	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
-	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
-}
 
 func childMain(args []string) {
 	if len(args) == 0 || childModes[args[0]] == nil {
@@ -119,41 +110,6 @@ func childPID(args []string) int {
 		return 1
 	}
 	return atoi(args[1])
-}
-
-// childSignals records the forwarded signals and SIGCHLD it receives. Once
-// one has arrived it waits until none has come for a while, so a duplicate or
-// an extra signal is seen too, then writes their names, one a line.
-func childSignals(args []string) int {
-	exitWithParent()
-	ready, record, code := args[0], args[1], atoi(args[2])
-	ch := make(chan os.Signal, 64)
-	for _, s := range append(testSignals, syscall.SIGCHLD) {
-		signal.Notify(ch, s)
-	}
-	touch(ready)
-	var got []string
-	quiet := time.NewTimer(childLifetime)
-	for waiting := true; waiting; {
-		select {
-		case s := <-ch:
-			got = append(got, s.String())
-			quiet.Reset(100 * time.Millisecond)
-		case <-quiet.C:
-			waiting = false
-		}
-	}
-	if err := os.WriteFile(record, []byte(strings.Join(got, "\n")), 0o644); err != nil {
-		return 1
-	}
-	return code
-}
-
-func childSleep(args []string) int {
-	exitWithParent()
-	touch(args[0])
-	time.Sleep(childLifetime)
-	return 99
 }
 
 // outputPattern is n bytes taking every value from 0 to 255, never ending
@@ -461,86 +417,6 @@ func TestEnvironmentAndDirectory(t *testing.T) {
 	if gotDir != real {
 		t.Errorf("the command ran in %q, want proa's working directory %q", gotDir, real)
 	}
-}
-
-// signalled runs argv under proa, sends it sigs once the command has made
-// the file ready, and returns proa.
-func signalled(t *testing.T, ready string, argv []string, sigs ...os.Signal) *launched {
-	t.Helper()
-	l := launch(t, proaCmd(t, nil, append([]string{"--log-level", "debug", "--"}, argv...)...))
-	l.await(ready)
-	for _, s := range sigs {
-		l.signal(s)
-	}
-	return l
-}
-
-// checkRecord checks that proa exited with code and that the command
-// recorded exactly the signals want.
-func checkRecord(t *testing.T, l *launched, code int, record string, want ...string) {
-	t.Helper()
-	if got := l.exitCode(); got != code {
-		t.Errorf("proa exited %d, want the command's %d; stderr:\n%s", got, code, &l.stderr)
-	}
-	b, err := os.ReadFile(record)
-	if err != nil {
-		t.Fatalf("the command left no record: %v; stderr:\n%s", err, &l.stderr)
-	}
-	got := strings.FieldsFunc(string(b), func(r rune) bool { return r == '\n' })
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("signals the command received (-want +got):\n%s", diff)
-	}
-}
-
-func TestSignalForwarding(t *testing.T) {
-	for i, sig := range testSignals {
-		t.Run(sig.String(), func(t *testing.T) {
-			t.Parallel()
-			dir := t.TempDir()
-			ready, record, code := filepath.Join(dir, "ready"), filepath.Join(dir, "record"), 10+i
-			l := signalled(t, ready, childArgv(t, "signals", ready, record, strconv.Itoa(code)), sig)
-			checkRecord(t, l, code, record, sig.String())
-		})
-	}
-	t.Run("command dies from TERM", func(t *testing.T) {
-		t.Parallel()
-		ready := filepath.Join(t.TempDir(), "ready")
-		l := signalled(t, ready, childArgv(t, "sleep", ready), syscall.SIGTERM)
-		if got := l.exitCode(); got != 143 {
-			t.Errorf("proa exited %d, want 143; stderr:\n%s", got, &l.stderr)
-		}
-	})
-}
-
-// A Go program cannot tell a forwarded SIGURG from its runtime's own, so a
-// shell with traps checks SIGURG; the Go child checks SIGCHLD, which nothing
-// else sends it as it has no children. Each ends with a forwarded SIGUSR1,
-// sent after the others, and waits a little more for stragglers.
-func TestSignalsNotForwarded(t *testing.T) {
-	t.Run("SIGCHLD", func(t *testing.T) {
-		t.Parallel()
-		dir := t.TempDir()
-		ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
-		l := signalled(t, ready, childArgv(t, "signals", ready, record, "7"),
-			syscall.SIGCHLD, syscall.SIGCHLD, syscall.SIGUSR1)
-		checkRecord(t, l, 7, record, syscall.SIGUSR1.String())
-	})
-	t.Run("SIGURG", func(t *testing.T) {
-		t.Parallel()
-		dir := t.TempDir()
-		ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
-		script := `trap 'echo URG >>"$1"' URG
-trap 'echo USR1 >>"$1"; got=1' USR1
-sleep 20 </dev/null >/dev/null 2>&1 & bg=$!
-: >"$2"
-while [ -z "$got" ] && kill -0 $bg 2>/dev/null; do wait $bg; done
-kill $bg
-sleep 0.2
-exit 7`
-		l := signalled(t, ready, []string{"/bin/sh", "-c", script, "sh", record, ready},
-			syscall.SIGURG, syscall.SIGURG, syscall.SIGUSR1)
-		checkRecord(t, l, 7, record, "USR1")
-	})
 }
 
 func TestUsageErrorNeverStartsCommand(t *testing.T) {

@@ -63,9 +63,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/url"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strconv"
@@ -134,6 +136,10 @@ type config struct {
 	killNames         []string // -k: signal processes with these executable names
 	killAll           bool     // -K: signal every process but PID 1 and proa's own
 	killSignal        syscall.Signal
+	sidecars          []string // --sidecar: wait only for these
+	waitHTTP, waitTCP []string
+	readyAddr         string
+	install           string // --install DIR
 	container         string // from --container or PROA_CONTAINER_NAME
 	containerFrom     string // which of the two set it, for the log
 	timeout           time.Duration
@@ -200,6 +206,39 @@ var flagDefs = []flagDef{
 	{"", "kill-signal", true, func(c *config, v string) (err error) {
 		c.killSignal, err = parseSignal(v)
 		return err
+	}},
+	{"", "sidecar", true, func(c *config, v string) error {
+		if v == "" {
+			return usagef("--sidecar needs a container name, e.g. --sidecar istio-proxy")
+		}
+		c.sidecars = append(c.sidecars, v)
+		return nil
+	}},
+	{"", "wait-http", true, func(c *config, v string) error {
+		u, err := parseURL("--wait-http", v, "http://127.0.0.1:15021/healthz/ready")
+		c.waitHTTP = append(c.waitHTTP, u)
+		return err
+	}},
+	{"", "wait-tcp", true, func(c *config, v string) error {
+		if err := checkAddr(v, true); err != nil {
+			return usagef("--wait-tcp %q is not HOST:PORT: write e.g. --wait-tcp 127.0.0.1:5432", v)
+		}
+		c.waitTCP = append(c.waitTCP, v)
+		return nil
+	}},
+	{"", "ready-addr", true, func(c *config, v string) error {
+		if err := checkAddr(v, false); err != nil {
+			return usagef("--ready-addr %q is not [HOST]:PORT: write e.g. --ready-addr :9090", v)
+		}
+		c.readyAddr = v
+		return nil
+	}},
+	{"", "install", true, func(c *config, v string) error {
+		if v == "" {
+			return usagef("--install needs a directory, e.g. --install /proa")
+		}
+		c.install = v
+		return nil
 	}},
 	{"", "container", true, func(c *config, v string) error {
 		if v == "" {
@@ -275,7 +314,12 @@ func parseConfig(args []string, env func(string) string) (*config, error) {
 			return nil, err
 		}
 	}
-	if len(c.command) == 0 {
+	switch {
+	case c.install != "" && len(c.command) > 0:
+		return nil, usagef("--install copies proa and exits, so it takes no COMMAND: write proa --install DIR")
+	case c.install != "":
+		return c, nil
+	case len(c.command) == 0:
 		return nil, usagef("missing COMMAND: write proa [OPTIONS] -- COMMAND [ARGS...]")
 	}
 	if !killSupported && (len(c.killNames) > 0 || c.killAll) {
@@ -344,11 +388,28 @@ func (c *config) readEnv() error {
 }
 
 func parseShutdownURL(flag, v string) (string, error) {
+	return parseURL(flag, v, "http://127.0.0.1:15020/quitquitquit")
+}
+
+func parseURL(flag, v, example string) (string, error) {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return "", usagef("%s %q is not an absolute http or https URL: write e.g. %s http://127.0.0.1:15020/quitquitquit", flag, v, flag)
+		return "", usagef("%s %q is not an absolute http or https URL: write e.g. %s %s", flag, v, flag, example)
 	}
 	return u.String(), nil
+}
+
+// checkAddr accepts HOST:PORT with a numeric port; the host may be empty
+// unless needHost.
+func checkAddr(v string, needHost bool) error {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return err
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || (n == 0 && needHost) || (needHost && host == "") {
+		return errors.New("bad address")
+	}
+	return nil
 }
 
 // parseDuration takes Go durations ("90s", "2m30s") and plain seconds ("90").
@@ -463,6 +524,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "proa:", err)
 		os.Exit(exitUsage)
 	}
+	if c.install != "" {
+		if err := install(c.install); err != nil {
+			fmt.Fprintln(os.Stderr, "proa:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if c.disabled {
 		os.Exit(execDirectly(c.command))
 	}
@@ -490,19 +558,33 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	defer signal.Stop(sigs)
 
 	log.Info("starting", "version", proaVersion(), "argv", c.command)
-	w, err := startWatcher(ctx, c, log)
 	code, self, ready := exitUnavailable, "", false
+	probe, err := c.startProbe(log)
+	var w *podWatcher
+	if err == nil {
+		w, err = startWatcher(ctx, c, log)
+	}
 	if err != nil {
 		log.Error("sidecars never became ready", "err", err)
 	} else {
-		code, self, ready = waitReady(c, w, sigs, log)
+		code, self, ready = waitReady(c, w, startConditions(ctx, c), sigs, log)
 	}
 	if ready {
+		probe.setRunning(true)
 		code = runCommand(c, sigs, log)
+		probe.setRunning(false)
 	}
 	shutdown(ctx, c, w, self, log)
+	probe.close()
 	log.Info("exiting", "code", code)
 	return code
+}
+
+func (c *config) startProbe(log *slog.Logger) (*readyServer, error) {
+	if c.readyAddr == "" {
+		return nil, nil
+	}
+	return serveReady(c.readyAddr, log)
 }
 
 // startWatcher starts following proa's own Pod. It returns nil, and no
@@ -530,107 +612,37 @@ func startWatcher(ctx context.Context, c *config, log *slog.Logger) (*podWatcher
 	return w, nil
 }
 
-const progressEvery = 15 * time.Second
-
-// waitReady waits until every sidecar is ready. It returns ok when the
-// command should run; otherwise code says why not.
-func waitReady(c *config, w *podWatcher, sigs <-chan os.Signal, log *slog.Logger) (code int, self string, ok bool) {
-	if w == nil {
-		return 0, "", true
-	}
-	start := time.Now()
-	var timeout <-chan time.Time
-	if c.timeout > 0 {
-		t := time.NewTimer(c.timeout)
-		defer t.Stop()
-		timeout = t.C
-	}
-	progress := time.NewTicker(progressEvery)
-	defer progress.Stop()
-	var notReady []string
-	logged := false
-	for {
-		st, changed := w.current()
-		if st.gone != nil {
-			log.Error("sidecars never became ready", "err", st.gone)
-			return exitUnavailable, self, false
-		}
-		if st.pod != nil {
-			if self == "" {
-				var rule string
-				var err error
-				mountinfo, _ := os.ReadFile(c.mountinfo)
-				if self, rule, err = ownContainer(st.pod, c, string(mountinfo)); err != nil {
-					log.Error("sidecars never became ready", "err", err)
-					return exitUnavailable, "", false
-				}
-				log.Info("own container", "name", self, "rule", rule)
-			}
-			sidecars := sidecarsOf(st.pod, self)
-			var failed string
-			notReady, failed = readiness(st.pod, sidecars)
-			if failed != "" {
-				log.Error("sidecars never became ready", "err", failed)
-				return exitUnavailable, self, false
-			}
-			if len(notReady) == 0 {
-				log.Info("sidecars ready", "elapsed", since(start), "sidecars", names(sidecars, func(s sidecar) string { return s.name }))
-				return 0, self, true
-			}
-			if !logged {
-				log.Info("waiting for sidecars", "not_ready", notReady)
-				logged = true
-			}
-		}
-		select {
-		case <-changed:
-		case <-progress.C:
-			args := []any{"not_ready", notReady, "elapsed", since(start)}
-			if st.pod == nil {
-				args[1] = []string{"pod state not received yet"}
-			}
-			if st.lastErr != nil {
-				args = append(args, "watch_error", st.lastErr.Error())
-			}
-			log.Info("waiting for sidecars", args...)
-		case <-timeout:
-			log.Error("sidecars never became ready", "err", fmt.Sprintf("not ready within --timeout %s", c.timeout), "not_ready", notReady)
-			return exitUnavailable, self, false
-		case sig := <-sigs:
-			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				log.Warn("stopped by a signal before the command started", "signal", sig.String())
-				return signalCode(sig), self, false
-			}
-			log.Debug("ignoring signal while waiting", "signal", sig.String())
-		}
-	}
-}
-
-// runCommand runs the command, forwarding signals, and returns its exit
-// code.
-func runCommand(c *config, sigs <-chan os.Signal, log *slog.Logger) int {
-	log.Info("running command", "argv", c.command)
-	cmd, err := startCommand(c.command, os.Getpid() == 1)
+// install copies the running executable to dir/proa, for an initContainer
+// that puts proa into an emptyDir shared with the application's container.
+// The copy is written to a temporary file and renamed, so that a half-copied
+// binary is never executed.
+func install(dir string) error {
+	self, err := os.Executable()
 	if err != nil {
-		code := startFailureCode(err)
-		log.Error("command could not be started", "err", err, "code", code)
-		return code
+		return fmt.Errorf("installing proa: %w", err)
 	}
-	for {
-		select {
-		case ws := <-cmd.exited:
-			code := exitCode(ws)
-			if ws.Signaled() {
-				log.Info("command exited", "code", code, "signal", ws.Signal().String())
-			} else {
-				log.Info("command exited", "code", code)
-			}
-			return code
-		case sig := <-sigs:
-			log.Debug("forwarding signal", "signal", sig.String())
-			if err := cmd.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				log.Warn("forwarding signal failed", "signal", sig.String(), "err", err)
-			}
-		}
+	in, err := os.Open(self)
+	if err != nil {
+		return fmt.Errorf("installing proa: %w", err)
 	}
+	defer in.Close()
+	tmp, err := os.CreateTemp(dir, ".proa-*")
+	if err != nil {
+		return fmt.Errorf("installing proa into %s: %w", dir, err)
+	}
+	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
+	_, err = io.Copy(tmp, in)
+	if err == nil {
+		err = tmp.Chmod(0o755)
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), filepath.Join(dir, "proa"))
+	}
+	if err != nil {
+		return fmt.Errorf("installing proa into %s: %w", dir, err)
+	}
+	return nil
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"slices"
-	"strings"
 )
 
 // pod holds the few fields of a Pod that proa reads. Decoding into it skips
@@ -66,10 +65,12 @@ type sidecar struct {
 	restartPolicy string
 }
 
-// sidecarsOf lists the containers proa waits for: every regular container
-// but its own, then every native sidecar.
-func sidecarsOf(p *pod, self string) []sidecar {
-	var out []sidecar
+// splitContainers sorts the Pod's containers, other than proa's own: the
+// sidecars proa waits for are every regular container and every native
+// sidecar, or with --sidecar only those named; the regular containers that
+// are not named are peers, other main containers.
+func splitContainers(p *pod, self string, only []string) (sidecars, peers []sidecar) {
+	listed := func(name string) bool { return len(only) == 0 || slices.Contains(only, name) }
 	for _, c := range p.Spec.Containers {
 		if c.Name == self {
 			continue
@@ -78,14 +79,34 @@ func sidecarsOf(p *pod, self string) []sidecar {
 		if c.RestartPolicy != "" {
 			policy = c.RestartPolicy
 		}
-		out = append(out, sidecar{name: c.Name, restartPolicy: policy})
-	}
-	for _, c := range p.Spec.InitContainers {
-		if c.RestartPolicy == "Always" {
-			out = append(out, sidecar{name: c.Name, native: true, restartPolicy: "Always"})
+		if listed(c.Name) {
+			sidecars = append(sidecars, sidecar{name: c.Name, restartPolicy: policy})
+		} else {
+			peers = append(peers, sidecar{name: c.Name, restartPolicy: policy})
 		}
 	}
-	return out
+	for _, c := range p.Spec.InitContainers {
+		if c.RestartPolicy == "Always" && listed(c.Name) {
+			sidecars = append(sidecars, sidecar{name: c.Name, native: true, restartPolicy: "Always"})
+		}
+	}
+	return sidecars, peers
+}
+
+// checkSidecarNames rejects --sidecar names that are not sidecars of the Pod.
+func checkSidecarNames(p *pod, self string, only []string) error {
+	sidecars, peers := splitContainers(p, self, nil)
+	for _, name := range only {
+		if name == self {
+			return fmt.Errorf("--sidecar %s names proa's own container", name)
+		}
+		if !slices.ContainsFunc(sidecars, func(s sidecar) bool { return s.name == name }) {
+			all := append(sidecars, peers...)
+			return fmt.Errorf("--sidecar %s is not a container of Pod %s/%s: its sidecars can be %s", name,
+				p.Metadata.Namespace, p.Metadata.Name, names(all, func(s sidecar) string { return s.name }))
+		}
+	}
+	return nil
 }
 
 func (p *pod) status(s sidecar) *containerStatus {
@@ -134,7 +155,7 @@ func willNotRestart(policy string, exitCode int) bool {
 	return policy == "Never" || (policy == "OnFailure" && exitCode == 0)
 }
 
-// stillRunning lists the regular sidecars that have not terminated. Native
+// stillRunning lists the regular containers that have not terminated. Native
 // sidecars are left out: the kubelet stops them only after every regular
 // container has exited, so waiting for them would wait for ourselves.
 func stillRunning(p *pod, sidecars []sidecar) []string {
@@ -171,8 +192,4 @@ func ownContainer(p *pod, c *config, mountinfo string) (name, rule string, err e
 		return "", "", fmt.Errorf("pod %s/%s has no containers", p.Metadata.Namespace, p.Metadata.Name)
 	}
 	return p.Spec.Containers[0].Name, "first container", nil
-}
-
-func quoteList(items []string) string {
-	return "[" + strings.Join(items, "; ") + "]"
 }

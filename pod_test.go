@@ -254,3 +254,44 @@ func TestShutdownDeadline(t *testing.T) {
 		}
 	}
 }
+
+// sidecarsOf is splitContainers without --sidecar.
+func sidecarsOf(p *pod, self string) []sidecar {
+	s, _ := splitContainers(p, self, nil)
+	return s
+}
+
+func TestSplitContainers(t *testing.T) {
+	p := mkpod(t, "Never", "main,worker,envoy,proxy", "log,metrics", "")
+	tests := []struct {
+		only                []string
+		wantSidecars, peers []string
+	}{
+		{nil, []string{"envoy", "log", "metrics", "proxy", "worker"}, nil},
+		{[]string{"envoy", "log"}, []string{"envoy", "log"}, []string{"proxy", "worker"}},
+	}
+	for _, tt := range tests {
+		sidecars, peers := splitContainers(p, "main", tt.only)
+		name := func(s sidecar) string { return s.name }
+		if got := names(sidecars, name); got != strings.Join(tt.wantSidecars, ", ") {
+			t.Errorf("--sidecar %q: sidecars %s, want %q", tt.only, got, tt.wantSidecars)
+		}
+		if got := names(peers, name); got != strings.Join(tt.peers, ", ") {
+			t.Errorf("--sidecar %q: peers %s, want %q", tt.only, got, tt.peers)
+		}
+	}
+	for _, tt := range []struct {
+		only []string
+		want string
+	}{
+		{[]string{"envoy", "log"}, ""},
+		{[]string{"main"}, "--sidecar main names proa's own container"},
+		{[]string{"setup"}, "--sidecar setup is not a container of Pod ns/job-1: its sidecars can be envoy, log, metrics, proxy, worker"},
+		{[]string{"envoy", "nginx"}, "--sidecar nginx is not a container of Pod ns/job-1: its sidecars can be envoy, log, metrics, proxy, worker"},
+	} {
+		err := checkSidecarNames(p, "main", tt.only)
+		if (err == nil && tt.want != "") || (err != nil && err.Error() != tt.want) {
+			t.Errorf("checkSidecarNames(%q) = %v, want %q", tt.only, err, tt.want)
+		}
+	}
+}

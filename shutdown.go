@@ -51,9 +51,15 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
+	waitForPod := w != nil && self != "" && !w.isGone()
+	if waitForPod && len(c.sidecars) > 0 {
+		if running := waitPeers(ctx, w, self, c.sidecars, min(peerGrace, limit)); len(running) > 0 {
+			log.Info("other main containers still running: the last one to finish stops the sidecars", "peers", running)
+			return
+		}
+	}
 	// Without the Pod's status to tell that a sidecar has exited, a refused
 	// connection most likely means it has: do not retry it for long.
-	waitForPod := w != nil && self != "" && !w.isGone()
 	refusedFor := time.Duration(0)
 	if !waitForPod {
 		refusedFor = 3 * time.Second
@@ -94,7 +100,7 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 	}
 
 	if waitForPod {
-		if err := waitSidecarsExited(ctx, w, self); err != nil {
+		if err := waitSidecarsExited(ctx, w, self, c.sidecars); err != nil {
 			log.Warn("not all sidecars exited", "err", err, "elapsed", since(start))
 		} else {
 			log.Info("sidecars exited", "elapsed", since(start))
@@ -106,26 +112,60 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 
 // waitSidecarsExited follows the Pod until every regular sidecar shows
 // state.terminated, the Pod is gone, or ctx ends.
-func waitSidecarsExited(ctx context.Context, w *podWatcher, self string) error {
+func waitSidecarsExited(ctx context.Context, w *podWatcher, self string, only []string) error {
+	running, err := waitTerminated(ctx, w, func(p *pod) []sidecar {
+		sidecars, _ := splitContainers(p, self, only)
+		return sidecars
+	})
+	switch {
+	case err != nil:
+		return err
+	case len(running) > 0:
+		return fmt.Errorf("still running at the shutdown deadline: %v", running)
+	}
+	return nil
+}
+
+// peerGrace is how long a proa whose command has exited waits for other main
+// containers to terminate before it leaves the sidecars to them. A peer that
+// has just exited still shows as running until the kubelet reports it,
+// usually within a second or two; without this wait, two main containers
+// finishing together could each leave the sidecars to the other.
+var peerGrace = 10 * time.Second
+
+// waitPeers waits up to limit for the other main containers (those that
+// --sidecar does not name) to terminate, and returns those still running.
+func waitPeers(ctx context.Context, w *podWatcher, self string, only []string, limit time.Duration) []string {
+	ctx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	running, _ := waitTerminated(ctx, w, func(p *pod) []sidecar {
+		_, peers := splitContainers(p, self, only)
+		return peers
+	})
+	return running
+}
+
+// waitTerminated follows the Pod until every container that which picks has
+// terminated, and returns those still running when ctx ends; err is set
+// when the Pod is gone or its state never arrived.
+func waitTerminated(ctx context.Context, w *podWatcher, which func(*pod) []sidecar) (running []string, err error) {
 	for {
 		st, changed := w.current()
 		if st.gone != nil {
-			return st.gone
+			return nil, st.gone
 		}
-		var running []string
 		if st.pod != nil {
-			running = stillRunning(st.pod, sidecarsOf(st.pod, self))
-			if len(running) == 0 {
-				return nil
+			if running = stillRunning(st.pod, which(st.pod)); len(running) == 0 {
+				return nil, nil
 			}
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
 			if st.pod == nil {
-				return fmt.Errorf("no pod state before the shutdown deadline: %w", context.Cause(ctx))
+				return nil, fmt.Errorf("no pod state before the shutdown deadline: %w", context.Cause(ctx))
 			}
-			return fmt.Errorf("still running at the shutdown deadline: %v", running)
+			return running, nil
 		}
 	}
 }

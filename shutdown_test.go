@@ -178,7 +178,7 @@ func TestWaitSidecarsExitedEndsWithPod(t *testing.T) {
 	w, _ := watchPod(t, f, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := waitSidecarsExited(ctx, w, "main")
+	err := waitSidecarsExited(ctx, w, "main", nil)
 	if err == nil || err.Error() != "pod rec3/job-1 was deleted" || errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("err = %v, want the deletion", err)
 	}
