@@ -25,9 +25,10 @@ type conditions struct {
 func startConditions(ctx context.Context, c *config) *conditions {
 	cs := &conditions{pending: map[string]string{}, changed: make(chan struct{})}
 	client := &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone(), Timeout: 2 * time.Second}
+	checks := map[string]func(context.Context) error{}
 	start := func(desc string, check func(context.Context) error) {
 		cs.pending[desc] = "checking"
-		go cs.poll(ctx, desc, check)
+		checks[desc] = check
 	}
 	for _, u := range c.waitHTTP {
 		start("GET "+u, func(ctx context.Context) error {
@@ -57,6 +58,9 @@ func startConditions(ctx context.Context, c *config) *conditions {
 			}
 			return err
 		})
+	}
+	for desc, check := range checks {
+		go cs.poll(ctx, desc, check)
 	}
 	return cs
 }

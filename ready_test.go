@@ -157,7 +157,9 @@ func TestReadyAddr(t *testing.T) {
 		t.Errorf("/ready while the command runs = %d, want 200", code)
 	}
 	os.WriteFile(finish, nil, 0o644)
-	eventually("the shutdown request", func() bool { return len(q.requests()) > 0 || len(q.arrived) > 0 || strings.Contains(p.stderr.String(), "sending shutdown requests") })
+	eventually("the shutdown request", func() bool {
+		return len(q.requests()) > 0 || len(q.arrived) > 0 || strings.Contains(p.stderr.String(), "sending shutdown requests")
+	})
 	if code := get("/ready"); code != 503 {
 		t.Errorf("/ready after the command = %d, want 503", code)
 	}
