@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"syscall"
+	"unsafe"
 )
 
 // forwardedSignals reach the command. SIGURG (the Go runtime's preemption
@@ -22,6 +24,7 @@ type command struct {
 	proc *os.Process
 	// exited receives the command's wait status once.
 	exited <-chan syscall.WaitStatus
+	tty    bool // the command was given the terminal's foreground
 }
 
 // startCommand starts argv with proa's stdio, environment and working
@@ -31,12 +34,38 @@ type command struct {
 func startCommand(argv []string, reapAll bool) (*command, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	// On a terminal (kubectl run -it, docker run -t, a developer's shell),
+	// the terminal sends Ctrl-C to its foreground process group: give the
+	// command a group of its own in the foreground, or it would get every
+	// SIGINT twice, once from the terminal and once from proa.
+	tty := ownsTerminal()
+	if tty {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
 	exited := make(chan syscall.WaitStatus, 1)
 	go reap(cmd.Process.Pid, reapAll, exited)
-	return &command{proc: cmd.Process, exited: exited}, nil
+	return &command{proc: cmd.Process, exited: exited, tty: tty}, nil
+}
+
+// ownsTerminal reports whether stdin is a terminal whose foreground process
+// group is proa's.
+func ownsTerminal() bool {
+	var pgrp int32
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp)))
+	return errno == 0 && int(pgrp) == syscall.Getpgrp()
+}
+
+// reclaimTerminal puts proa's process group back in the terminal's
+// foreground once the command has exited. A background group that does so
+// gets SIGTTOU, which would stop proa, unless it is ignored meanwhile.
+func reclaimTerminal() {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	pgrp := int32(syscall.Getpgrp())
+	syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&pgrp)))
 }
 
 // reap waits for pid and sends its status on exited. With reapAll it also
@@ -117,6 +146,9 @@ func runCommand(c *config, sigs <-chan os.Signal, log *slog.Logger) int {
 	for {
 		select {
 		case ws := <-cmd.exited:
+			if cmd.tty {
+				reclaimTerminal()
+			}
 			code := exitCode(ws)
 			if ws.Signaled() {
 				log.Info("command exited", "code", code, "signal", ws.Signal().String())
