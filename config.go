@@ -236,6 +236,9 @@ func lookupFlag(arg string) (def flagDef, value string, hasValue bool, err error
 			}
 		}
 	}
+	if q := strconv.Quote(arg); q != `"`+arg+`"` {
+		arg = q // keep the error on one line
+	}
 	return def, "", false, usagef("unknown flag %s (see proa --help; put -- before COMMAND if it is the command's flag)", arg)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -27,11 +28,91 @@ type command struct {
 	tty    bool // the command was given the terminal's foreground
 }
 
+// reaper owns every wait for a child process: nothing else in proa may wait
+// (exec.Cmd.Wait would race with it and lose the command's status). As PID 1
+// it also collects every orphan the kernel hands to proa, for proa's whole
+// life: a process left behind by the command, or by a kubectl exec session,
+// would otherwise stay a zombie.
+type reaper struct {
+	all  bool           // collect every child (PID 1), not only those proa started
+	wake chan os.Signal // SIGCHLD, only to wake the reaper when it has no child
+
+	mu      sync.Mutex
+	waiting map[int]chan syscall.WaitStatus
+}
+
+func newReaper(all bool) *reaper {
+	r := &reaper{all: all, waiting: map[int]chan syscall.WaitStatus{}}
+	if all {
+		r.wake = make(chan os.Signal, 1)
+		signal.Notify(r.wake, syscall.SIGCHLD)
+		go r.reapAll()
+	}
+	return r
+}
+
+// start starts cmd, and arranges for its wait status to be delivered.
+func (r *reaper) start(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
+	// Held across Start, so that a child that exits at once is found in
+	// waiting by reapAll.
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	exited := make(chan syscall.WaitStatus, 1)
+	pid := cmd.Process.Pid
+	if !r.all {
+		go waitPID(pid, exited)
+		return exited, nil
+	}
+	r.waiting[pid] = exited
+	select {
+	case r.wake <- syscall.SIGCHLD: // there is a child to wait for now
+	default:
+	}
+	return exited, nil
+}
+
+func waitPID(pid int, exited chan<- syscall.WaitStatus) {
+	for {
+		var ws syscall.WaitStatus
+		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err == nil {
+			exited <- ws
+		}
+		return
+	}
+}
+
+// reapAll waits for any child, for ever. With no child left it sleeps until
+// a SIGCHLD says an adopted orphan has exited, or start has a new child.
+func (r *reaper) reapAll() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+		case err != nil: // ECHILD
+			<-r.wake
+		default:
+			r.mu.Lock()
+			exited := r.waiting[pid]
+			delete(r.waiting, pid)
+			r.mu.Unlock()
+			if exited != nil {
+				exited <- ws
+			}
+		}
+	}
+}
+
 // startCommand starts argv with proa's stdio, environment and working
-// directory. From then on one goroutine owns every wait: as PID 1 it reaps
-// every child, including orphans the command leaves behind, so nothing else
-// in proa may wait for a process (exec.Cmd.Wait would race with it).
-func startCommand(argv []string, reapAll bool) (*command, error) {
+// directory.
+func (r *reaper) startCommand(argv []string) (*command, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// On a terminal (kubectl run -it, docker run -t, a developer's shell),
@@ -42,11 +123,10 @@ func startCommand(argv []string, reapAll bool) (*command, error) {
 	if tty {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
 	}
-	if err := cmd.Start(); err != nil {
+	exited, err := r.start(cmd)
+	if err != nil {
 		return nil, err
 	}
-	exited := make(chan syscall.WaitStatus, 1)
-	go reap(cmd.Process.Pid, reapAll, exited)
 	return &command{proc: cmd.Process, exited: exited, tty: tty}, nil
 }
 
@@ -135,9 +215,9 @@ func execDirectly(argv []string) int {
 
 // runCommand runs the command, forwarding signals, and returns its exit
 // code.
-func runCommand(c *config, sigs <-chan os.Signal, log *slog.Logger) int {
+func runCommand(c *config, r *reaper, sigs <-chan os.Signal, log *slog.Logger) int {
 	log.Info("running command", "argv", c.command)
-	cmd, err := startCommand(c.command, os.Getpid() == 1)
+	cmd, err := r.startCommand(c.command)
 	if err != nil {
 		code := startFailureCode(err)
 		log.Error("command could not be started", "err", err, "code", code)

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -282,13 +285,14 @@ func requireRoot(t *testing.T) {
 	t.Skip("needs root to make PID and mount namespaces")
 }
 
-// launchPID1 starts proa with args as PID 1 of new PID and mount
-// namespaces. Killing it, as the cleanup does on failure, kills everything
-// in them.
-func launchPID1(t *testing.T, args ...string) *launched {
+// launchPID1 starts proa with opts and the command argv as PID 1 of new
+// PID and mount namespaces. Killing it, as the cleanup does on failure,
+// kills everything in them.
+func launchPID1(t *testing.T, opts []string, argv ...string) *launched {
 	t.Helper()
 	requireRoot(t)
-	cmd := exec.Command(testBinary(t), append([]string{"pid1", "--log-level", "debug", "--"}, args...)...)
+	args := append(append([]string{"pid1", "--log-level", "debug"}, opts...), "--")
+	cmd := exec.Command(testBinary(t), append(args, argv...)...)
 	cmd.Env = cleanEnv("PROA_TEST_AS=child")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS}
 	return launch(t, cmd)
@@ -297,7 +301,7 @@ func launchPID1(t *testing.T, args ...string) *launched {
 func TestPID1ReapsOrphans(t *testing.T) {
 	t.Parallel()
 	report := filepath.Join(t.TempDir(), "report")
-	l := launchPID1(t, childArgv(t, "orphans", report, "5", "7")...)
+	l := launchPID1(t, nil, childArgv(t, "orphans", report, "5", "7")...)
 	if got := l.exitCode(); got != 7 {
 		t.Errorf("proa exited %d, want the command's 7; stderr:\n%s", got, &l.stderr)
 	}
@@ -330,7 +334,7 @@ func TestPID1ExitCode(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			l := launchPID1(t, tt.argv...)
+			l := launchPID1(t, nil, tt.argv...)
 			if got := l.exitCode(); got != tt.want {
 				t.Errorf("proa as PID 1 exited %d, want %d; stderr:\n%s", got, tt.want, &l.stderr)
 			}
@@ -344,7 +348,7 @@ func TestPID1ForwardsSignals(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
-			l := launchPID1(t, childArgv(t, "signals", ready, record, "9")...)
+			l := launchPID1(t, nil, childArgv(t, "signals", ready, record, "9")...)
 			l.await(ready)
 			l.signal(sig)
 			checkRecord(t, l, 9, record, sig.String())
@@ -353,11 +357,79 @@ func TestPID1ForwardsSignals(t *testing.T) {
 	t.Run("command dies from TERM", func(t *testing.T) {
 		t.Parallel()
 		ready := filepath.Join(t.TempDir(), "ready")
-		l := launchPID1(t, childArgv(t, "sleep", ready)...)
+		l := launchPID1(t, nil, childArgv(t, "sleep", ready)...)
 		l.await(ready)
 		l.signal(syscall.SIGTERM)
 		if got := l.exitCode(); got != 143 {
 			t.Errorf("proa as PID 1 exited %d, want 143; stderr:\n%s", got, &l.stderr)
 		}
 	})
+}
+
+// TestPID1ReapsAdoptedOrphans has a process that is not proa's descendant
+// (as from kubectl exec) leave an orphan in proa's namespace while proa has
+// no command running: before it, waiting on a --wait-http URL, and after
+// it, retrying a shutdown URL. Both URLs answer 503. proa must reap the
+// orphan all the same.
+func TestPID1ReapsAdoptedOrphans(t *testing.T) {
+	requireRoot(t)
+	nsenter, err := exec.LookPath("nsenter")
+	if err != nil {
+		t.Skip("needs nsenter:", err)
+	}
+	for name, opt := range map[string]string{"while waiting": "--wait-http", "during shutdown": "-g"} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			asked := make(chan struct{})
+			var once sync.Once
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				once.Do(func() { close(asked) })
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}))
+			t.Cleanup(srv.Close) // after proa is gone
+			l := launchPID1(t, []string{"--shutdown-timeout", "10s", opt, srv.URL}, "/bin/true")
+			select {
+			case <-asked:
+			case <-l.done:
+				t.Fatalf("proa exited before asking %s; stderr:\n%s", srv.URL, &l.stderr)
+			case <-time.After(waitLimit):
+				t.Fatalf("proa never asked %s", srv.URL)
+			}
+			pid := strconv.Itoa(l.cmd.Process.Pid)
+			orphan := "sleep 0.2 </dev/null >/dev/null 2>&1 & exit 0"
+			if out, err := exec.Command(nsenter, "-t", pid, "-p", "--", "/bin/sh", "-c", orphan).CombinedOutput(); err != nil {
+				t.Fatalf("nsenter: %v\n%s", err, out)
+			}
+			// The orphan shows as proa's child, then, once it has exited, must go.
+			seen := false
+			for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+				kids := childrenOf(pid)
+				if len(kids) > 0 {
+					seen = true
+				} else if seen {
+					return
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("proa's children (PID state): %q; orphan seen: %v; want it reaped once it exits", kids, seen)
+				}
+			}
+		})
+	}
+}
+
+// childrenOf lists the children of ppid as "PID STATE".
+func childrenOf(ppid string) []string {
+	var kids []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		b, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		_, rest, _ := bytes.Cut(b, []byte(") "))
+		if f := strings.Fields(string(rest)); len(f) > 1 && f[1] == ppid {
+			kids = append(kids, e.Name()+" "+f[0])
+		}
+	}
+	return kids
 }

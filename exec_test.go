@@ -426,6 +426,7 @@ func TestUsageErrorNeverStartsCommand(t *testing.T) {
 		args []string
 	}{
 		{"unknown flag", nil, []string{"--bogus"}},
+		{"unknown flag with a newline", nil, []string{"--bo\ngus"}},
 		{"relative URL", nil, []string{"-g", "notaurl"}},
 		{"bad --timeout", nil, []string{"--timeout", "-1s"}},
 		{"bad PROA_TIMEOUT", []string{"PROA_TIMEOUT=soon"}, nil},

@@ -32,18 +32,6 @@ func init() {
 
 var recordedSignals = []os.Signal{syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2}
 
-// rootOrSkip skips a test that needs root, except in CI, where it fails.
-func rootOrSkip(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root, and CI runs as root")
-	}
-	t.Skip("needs root for namespaces")
-}
-
 type podResult struct {
 	proaCode int
 	proaLog  string
@@ -53,7 +41,7 @@ type podResult struct {
 // runPod runs a PID namespace with the named sidecars and proa with args.
 func runPod(t *testing.T, sidecars []string, proaArgs ...string) podResult {
 	t.Helper()
-	rootOrSkip(t)
+	requireRoot(t)
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
 		t.Fatal(err)
@@ -72,7 +60,7 @@ func runPod(t *testing.T, sidecars []string, proaArgs ...string) podResult {
 	args, _ := json.Marshal(proaArgs)
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = []string{"PROA_TEST_AS=podinit", "PROA_TEST_DIR=" + dir, "PROA_TEST_SIDECARS=" + strings.Join(sidecars, ","),
-		"PROA_TEST_PROA_ARGS=" + string(args), "PATH=" + os.Getenv("PATH")}
+		"PROA_TEST_PROA_ARGS=" + string(args), "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Unshareflags: syscall.CLONE_NEWNS}
 	out, err := runWithTimeout(cmd, 60*time.Second)
 	if err != nil {
@@ -224,7 +212,7 @@ func podInitMain() {
 	}
 	self, _ := os.Executable()
 	proa, err := os.StartProcess(self, append([]string{"proa"}, args...), &os.ProcAttr{
-		Env:   []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH")},
+		Env:   []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"},
 		Files: []*os.File{nil, os.Stdout, logFile},
 	})
 	if err != nil {

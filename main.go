@@ -179,6 +179,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	sigs := make(chan os.Signal, 16)
 	signal.Notify(sigs, forwardedSignals...)
 	defer signal.Stop(sigs)
+	reaper := newReaper(os.Getpid() == 1)
 
 	log.Info("starting", "version", proaVersion(), "argv", c.command)
 	code, self, ready := exitUnavailable, "", false
@@ -194,7 +195,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	}
 	if ready {
 		probe.setRunning(true)
-		code = runCommand(c, sigs, log)
+		code = runCommand(c, reaper, sigs, log)
 		probe.setRunning(false)
 	}
 	shutdown(ctx, c, w, self, log)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -99,6 +100,7 @@ func (cs *conditions) current() ([]string, <-chan struct{}) {
 	for desc, err := range cs.pending {
 		out = append(out, fmt.Sprintf("%s: %s", desc, err))
 	}
+	slices.Sort(out)
 	return out, cs.changed
 }
 

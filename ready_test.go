@@ -192,7 +192,7 @@ func TestInstall(t *testing.T) {
 	dir := t.TempDir()
 	run := func(args ...string) (int, string) {
 		cmd := exec.Command(os.Args[0], args...)
-		cmd.Env = []string{"PROA_TEST_AS=proa"}
+		cmd.Env = []string{"PROA_TEST_AS=proa", "GORACE=atexit_sleep_ms=0"}
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		cmd.Run()

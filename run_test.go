@@ -22,7 +22,8 @@ type proaRun struct {
 func startProa(t *testing.T, f *fakeAPI, extraEnv map[string]string, args ...string) *proaRun {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH"), "PROA_LOG=debug"}
+	// GORACE: a race-enabled binary otherwise sleeps a second before exiting.
+	cmd.Env = []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH"), "PROA_LOG=debug", "GORACE=atexit_sleep_ms=0"}
 	if f != nil {
 		cmd.Env = append(cmd.Env, "PROA_TEST_SA_DIR="+f.saDir)
 		for k, v := range f.env() {

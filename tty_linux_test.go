@@ -70,7 +70,7 @@ func TestCtrlCOnATerminalReachesTheCommandOnce(t *testing.T) {
 	record, done := filepath.Join(dir, "record"), filepath.Join(dir, "done")
 	cmd := exec.Command(os.Args[0], "--no-kube", "--log-level", "debug", "--",
 		"/usr/bin/env", "PROA_TEST_AS=sigrecorder", "PROA_TEST_RECORD="+record, "PROA_TEST_DONE="+done, os.Args[0])
-	cmd.Env = []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH")}
+	cmd.Env = []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"}
 	var stderr syncBuffer
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, &stderr
 	// proa leads a new session with the pty as its controlling terminal, as
