@@ -16,8 +16,9 @@ unit:
 	GOOS=darwin $(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+# -v streams the control plane's build progress on a first run.
 e2e:
-	cd e2e && $(GO) vet ./... && $(GO) test -count=1 -timeout 60m ./...
+	cd e2e && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m -v .
 
 demo:
 	cd e2e && $(GO) run ./cmd/demo

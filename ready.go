@@ -165,6 +165,7 @@ func waitReady(c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signa
 		var notReady []string
 		var podChanged <-chan struct{}
 		var watchErr error
+		waitingForPod := false
 		if w != nil {
 			var st podState
 			st, podChanged = w.current()
@@ -174,7 +175,7 @@ func waitReady(c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signa
 				return exitUnavailable, self, false
 			}
 			if st.pod == nil {
-				notReady = []string{"pod state not received yet"}
+				notReady, waitingForPod = []string{"pod state not received yet"}, true
 			} else {
 				if self == "" {
 					var err error
@@ -198,7 +199,9 @@ func waitReady(c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signa
 				"conditions", len(c.waitHTTP)+len(c.waitTCP))
 			return 0, self, true
 		}
-		if !logged {
+		// The first line waits for the Pod's state, which usually comes at
+		// once; the progress lines say if it does not.
+		if !logged && !waitingForPod {
 			log.Info("waiting for sidecars", "not_ready", notReady)
 			logged = true
 		}

@@ -236,14 +236,16 @@ func TestPeerMainContainers(t *testing.T) {
 	peerGrace = 300 * time.Millisecond
 	t.Cleanup(func() { peerGrace = saved })
 	lines := recorded(t, "watch-lifecycle.jsonl")
-	// Make "envoy" a peer main container and "log-shipper" the sidecar.
+	// Add a second main container, "worker", in the given state; "envoy"
+	// is the sidecar, running.
 	status := func(state string) string {
 		return edit(t, lines[4], func(pod map[string]any) {
-			for _, s := range pod["status"].(map[string]any)["containerStatuses"].([]any) {
-				if s := s.(map[string]any); s["name"] == "envoy" {
-					s["state"] = map[string]any{state: map[string]any{"exitCode": 0}}
-				}
-			}
+			spec := pod["spec"].(map[string]any)
+			spec["containers"] = append(spec["containers"].([]any), map[string]any{"name": "worker", "image": "example/worker:1"})
+			st := pod["status"].(map[string]any)
+			st["containerStatuses"] = append(st["containerStatuses"].([]any), map[string]any{
+				"name": "worker", "ready": false, "restartCount": 0, "image": "example/worker:1", "imageID": "",
+				"state": map[string]any{state: map[string]any{"exitCode": 0}}})
 		})
 	}
 	tests := []struct {
@@ -268,7 +270,7 @@ func TestPeerMainContainers(t *testing.T) {
 				time.AfterFunc(100*time.Millisecond, func() { live <- tt.later })
 			}
 			q := newQuitServer(t)
-			c := &config{sidecars: []string{"log-shipper"}, postURLs: []string{q.URL}, shutdownTimeout: 2 * time.Second, shutdownTimeoutOK: true}
+			c := &config{sidecars: []string{"envoy"}, postURLs: []string{q.URL}, shutdownTimeout: 2 * time.Second, shutdownTimeoutOK: true}
 			logs := new(syncBuffer)
 			shutdown(context.Background(), c, w, "main", slog.New(slog.NewJSONHandler(logs, nil)))
 			if got := len(q.requests()) > 0; got != tt.wantQuit {

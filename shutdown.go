@@ -52,6 +52,12 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 	defer cancel()
 
 	waitForPod := w != nil && self != "" && !w.isGone()
+	if waitForPod && p != nil {
+		if sidecars, _ := splitContainers(p, self, c.sidecars); len(stillRunning(p, sidecars)) == 0 {
+			log.Info("sidecars exited", "elapsed", since(start), "note", "no sidecar container was running: nothing to stop")
+			return
+		}
+	}
 	if waitForPod && len(c.sidecars) > 0 {
 		if running := waitPeers(ctx, w, self, c.sidecars, min(peerGrace, limit)); len(running) > 0 {
 			log.Info("other main containers still running: the last one to finish stops the sidecars", "peers", running)
@@ -172,17 +178,17 @@ func waitTerminated(ctx context.Context, w *podWatcher, which func(*pod) []sidec
 
 // shutdownRequest sends one shutdown request, retrying connection errors and
 // 5xx answers with backoff until the deadline or until ctx ends. The first
-// attempt is always made, and always finished. With refusedFor > 0, refused
+// attempt is made even when the deadline has already passed. With refusedFor > 0, refused
 // connections are retried only that long.
 func shutdownRequest(ctx context.Context, client *http.Client, method, url string, deadline time.Time, refusedFor time.Duration) error {
 	start := time.Now()
 	delay := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		actx, limit := context.WithoutCancel(ctx), shutdownAttemptTimeout
+		limit := shutdownAttemptTimeout
 		if attempt > 0 {
-			actx, limit = ctx, min(limit, time.Until(deadline))
+			limit = min(limit, time.Until(deadline))
 		}
-		err := shutdownAttempt(actx, client, method, url, limit)
+		err := shutdownAttempt(ctx, client, method, url, limit)
 		var final *finalError
 		if err == nil || errors.As(err, &final) {
 			return err

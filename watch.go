@@ -110,6 +110,9 @@ func (w *podWatcher) run(ctx context.Context) {
 			wait = bo.next()
 		case errors.As(err, &ae):
 			wait = bo.next()
+			if ae.retryAfter > 0 {
+				wait = ae.retryAfter
+			}
 			switch {
 			case ae.Code == http.StatusUnauthorized:
 				w.c.token.expire()
@@ -119,15 +122,14 @@ func (w *podWatcher) run(ctx context.Context) {
 				}
 				w.log.Error("watching pod forbidden: grant the service account a Role with this rule, and a RoleBinding",
 					"pod", w.ns+"/"+w.name, "rule", `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`, "err", err)
-				if time.Since(forbiddenSince) >= forbiddenFor {
+				left := forbiddenFor - time.Since(forbiddenSince)
+				if left <= 0 {
 					w.setGone(fmt.Errorf("watching pod %s/%s: access denied for %s: %w", w.ns, w.name, forbiddenFor, err))
 					return
 				}
+				wait = min(wait, left) // one last try when the time is up, not a backoff later
 			case ae.Code == http.StatusGone:
 				rv = "" // too old: start over with the current state
-			}
-			if ae.retryAfter > 0 {
-				wait = ae.retryAfter
 			}
 		default:
 			wait = bo.next()

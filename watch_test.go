@@ -202,6 +202,7 @@ func TestWatchRereadsTokenAfter401(t *testing.T) {
 
 func TestWatchForbiddenIsFatalAfterAWhile(t *testing.T) {
 	fastTiming(t)
+	backoffFirst = 2 * time.Second // longer than forbiddenFor: the last try must come on time anyway
 	f := newFakeAPI(t)
 	for range 100 {
 		f.answer(raw(http.StatusForbidden, f.file("forbidden.json")))
@@ -209,8 +210,8 @@ func TestWatchForbiddenIsFatalAfterAWhile(t *testing.T) {
 	start := time.Now()
 	w, logs := watchPod(t, f, "")
 	st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
-	if time.Since(start) < forbiddenFor {
-		t.Errorf("gave up after %s, before %s", time.Since(start), forbiddenFor)
+	if d := time.Since(start); d < forbiddenFor || d > forbiddenFor+700*time.Millisecond {
+		t.Errorf("gave up after %s, want soon after %s (not a backoff later)", d, forbiddenFor)
 	}
 	for _, want := range []string{"403 Forbidden", `cannot watch resource \"pods\"`} {
 		if !strings.Contains(st.gone.Error(), strings.ReplaceAll(want, `\"`, `"`)) {

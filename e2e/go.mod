@@ -1,0 +1,3 @@
+module proa/e2e
+
+go 1.25
