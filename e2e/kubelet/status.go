@@ -135,15 +135,17 @@ func (p *Pod) statusWriter() {
 			if err == nil {
 				w.Done = time.Now()
 				w.Changes = diff(prev, &w)
+				// Recorded before waiters hear of the write, so that a
+				// timeline printed after WaitWrite includes it.
+				if len(w.Changes) > 0 {
+					p.eventAt(w.Done, "kubelet", "status: "+strings.Join(w.Changes, "; "), nil)
+				}
 				p.mu.Lock()
 				w.Seq = len(p.writes) + 1
 				p.writes = append(p.writes, w)
 				p.notifyLocked()
 				p.mu.Unlock()
 				prev = &w
-				if len(w.Changes) > 0 {
-					p.eventAt(w.Done, "kubelet", "status: "+strings.Join(w.Changes, "; "), nil)
-				}
 				break
 			}
 			if attempt == 0 {
