@@ -23,6 +23,7 @@ const procRoot = "/proc"
 // under /proc/PID/task, and readdir of /proc lists thread-group leaders only).
 type process struct {
 	pid, ppid int
+	kthread   bool   // a kernel thread: the flag PF_KTHREAD
 	state     byte   // R, S, Z, ...
 	start     uint64 // start time in clock ticks: tells a process from a later one with the same PID
 	exe       string // base name of /proc/PID/exe, "" when unreadable
@@ -76,17 +77,19 @@ func parseStat(b []byte) (process, bool) {
 	if err != nil {
 		return process{}, false
 	}
-	// Fields after the name: 3 state, 4 ppid, ..., 22 starttime.
+	// Fields after the name: 3 state, 4 ppid, ..., 9 flags, ..., 22 starttime.
 	f := bytes.Fields(b[end+1:])
 	if len(f) < 20 || len(f[0]) != 1 {
 		return process{}, false
 	}
 	ppid, err1 := strconv.Atoi(string(f[1]))
-	start, err2 := strconv.ParseUint(string(f[19]), 10, 64)
-	if err1 != nil || err2 != nil {
+	flags, err2 := strconv.ParseUint(string(f[6]), 10, 64)
+	start, err3 := strconv.ParseUint(string(f[19]), 10, 64)
+	if err1 != nil || err2 != nil || err3 != nil {
 		return process{}, false
 	}
-	return process{pid: pid, ppid: ppid, state: f[0][0], start: start}, true
+	const pfKthread = 0x00200000 // include/linux/sched.h
+	return process{pid: pid, ppid: ppid, kthread: flags&pfKthread != 0, state: f[0][0], start: start}, true
 }
 
 // errHostPID refuses kill mode where it would be a disaster.
@@ -98,9 +101,11 @@ var errHostPID = errors.New("kernel threads are visible, so this is the host's P
 func killTargets(procs []process, self int, names []string, all bool) ([]process, error) {
 	parent := map[int]int{}
 	for _, p := range procs {
-		// kthreadd, the parent of every kernel thread, is PID 2 with parent 0;
-		// in a Pod's PID namespace only PID 1 has parent 0.
-		if p.ppid == 0 && p.pid != 1 {
+		// Kernel threads (kthreadd, PID 2, and its children) are listed only
+		// in the host's PID namespace. The parent PID cannot tell: in a Pod,
+		// each container's first process has its parent (the runtime's shim)
+		// outside the namespace, so it shows parent 0 too.
+		if p.kthread {
 			return nil, errHostPID
 		}
 		parent[p.pid] = p.ppid

@@ -18,7 +18,7 @@ func TestReadProcesses(t *testing.T) {
 		{pid: 12, ppid: 1, state: 'Z', start: 250},
 		{pid: 13, ppid: 1, state: 'S', start: 260},
 		{pid: 15, ppid: 1, state: 'S', start: 270, exe: "sh"},
-		{pid: 7, ppid: 1, state: 'S', start: 200, exe: "envoy"},
+		{pid: 7, ppid: 0, state: 'S', start: 200, exe: "envoy"}, // a container's first process: its parent is outside
 		{pid: 8, ppid: 1, state: 'S', start: 210, exe: "pilot-agent"},
 		{pid: 9, ppid: 1, state: 'S', start: 220, exe: "proa"},
 	}
@@ -34,6 +34,7 @@ func TestParseStat(t *testing.T) {
 		ok   bool
 	}{
 		{"42 (a b) c)) R 7 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0", process{pid: 42, ppid: 7, state: 'R', start: 999}, true},
+		{"2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0 0 20 0 1 0 9 0 0", process{pid: 2, kthread: true, state: 'S', start: 9}, true},
 		{"42 (x) R 7", process{}, false},
 		{"42 x R 7 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 999 0 0", process{}, false},
 		{"", process{}, false},
@@ -76,11 +77,9 @@ func TestKillTargets(t *testing.T) {
 }
 
 func TestKillTargetsRefusesHostPIDNamespace(t *testing.T) {
-	procs := []process{
-		{pid: 1, ppid: 0, exe: "systemd"},
-		{pid: 2, ppid: 0}, // kthreadd
-		{pid: 3, ppid: 2},
-		{pid: 900, ppid: 1, exe: "envoy"},
+	procs, err := readProcesses("testdata/proc-host")
+	if err != nil {
+		t.Fatal(err)
 	}
 	if got, err := killTargets(procs, 500, []string{"envoy"}, false); err != errHostPID || got != nil {
 		t.Errorf("killTargets = %v, %v; want errHostPID", got, err)

@@ -198,7 +198,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 		code = runCommand(c, reaper, sigs, log)
 		probe.setRunning(false)
 	}
-	shutdown(ctx, c, w, self, log)
+	shutdown(ctx, c, w, self, sigs, log)
 	probe.close()
 	log.Info("exiting", "code", code)
 	return code

@@ -14,8 +14,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestNoKubernetesAtAll: no API server, no service account, no RBAC. proa
@@ -229,35 +232,48 @@ func TestInstall(t *testing.T) {
 	}
 }
 
-// TestPeerMainContainers: with --sidecar, the first main container to finish
-// leaves the sidecars running; the last one stops them.
+// TestPeerMainContainers: with --sidecar, of the main containers still
+// running, the last in the Pod's spec stops the sidecars, after the others
+// have terminated; the others leave at once.
 func TestPeerMainContainers(t *testing.T) {
-	saved := peerGrace
-	peerGrace = 300 * time.Millisecond
-	t.Cleanup(func() { peerGrace = saved })
 	lines := recorded(t, "watch-lifecycle.jsonl")
-	// Add a second main container, "worker", in the given state; "envoy"
-	// is the sidecar, running.
-	status := func(state string) string {
+	// The Pod's regular containers are main, envoy (the sidecar, running)
+	// and worker, added here; mainState and workerState are their states.
+	podWith := func(mainState, workerState string) string {
 		return edit(t, lines[4], func(pod map[string]any) {
 			spec := pod["spec"].(map[string]any)
 			spec["containers"] = append(spec["containers"].([]any), map[string]any{"name": "worker", "image": "example/worker:1"})
 			st := pod["status"].(map[string]any)
-			st["containerStatuses"] = append(st["containerStatuses"].([]any), map[string]any{
+			statuses := st["containerStatuses"].([]any)
+			for _, s := range statuses {
+				if s := s.(map[string]any); s["name"] == "main" {
+					s["state"] = map[string]any{mainState: map[string]any{"exitCode": 0}}
+				}
+			}
+			st["containerStatuses"] = append(statuses, map[string]any{
 				"name": "worker", "ready": false, "restartCount": 0, "image": "example/worker:1", "imageID": "",
-				"state": map[string]any{state: map[string]any{"exitCode": 0}}})
+				"state": map[string]any{workerState: map[string]any{"exitCode": 0}}})
 		})
 	}
 	tests := []struct {
-		name       string
-		events     []string
-		later      string
-		wantQuit   bool
-		wantLogged string
+		name     string
+		self     string
+		events   []string
+		later    string // sent 100 ms into the shutdown
+		signal   bool   // SIGTERM 100 ms into the shutdown
+		wantQuit bool
+		wantLog  string
 	}{
-		{"peer still running: leave the sidecars to it", []string{status("running")}, "", false, "other main containers still running"},
-		{"peer already terminated: stop the sidecars", []string{status("terminated")}, "", true, "sending shutdown requests"},
-		{"peer's termination shows up late: stop the sidecars", []string{status("running")}, status("terminated"), true, "sending shutdown requests"},
+		{"a later main container still runs: leave it the sidecars", "main",
+			[]string{podWith("running", "running")}, "", false, false, "a main container listed after this one is still running"},
+		{"the later one has terminated: stop the sidecars", "main",
+			[]string{podWith("running", "terminated")}, "", false, true, "sending shutdown requests"},
+		{"the last one waits for the earlier one, then stops the sidecars", "worker",
+			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, true, "waiting for the other main containers"},
+		{"finishing together: the last one still stops the sidecars", "worker",
+			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, true, "sending shutdown requests"},
+		{"SIGTERM ends the wait for the others", "worker",
+			[]string{podWith("running", "running")}, "", true, true, "stopped waiting for the other main containers"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -266,19 +282,51 @@ func TestPeerMainContainers(t *testing.T) {
 			f.answer(stream(tt.events, live))
 			w, _ := watchPod(t, f, "")
 			waitFor(t, w, "the pod", func(s podState) bool { return s.pod != nil })
+			sigs := make(chan os.Signal, 1)
 			if tt.later != "" {
 				time.AfterFunc(100*time.Millisecond, func() { live <- tt.later })
 			}
+			if tt.signal {
+				time.AfterFunc(100*time.Millisecond, func() { sigs <- syscall.SIGTERM })
+			}
 			q := newQuitServer(t)
-			c := &config{sidecars: []string{"envoy"}, postURLs: []string{q.URL}, shutdownTimeout: 2 * time.Second, shutdownTimeoutOK: true}
+			c := &config{sidecars: []string{"envoy"}, postURLs: []string{q.URL}, shutdownTimeout: 300 * time.Millisecond, shutdownTimeoutOK: true}
 			logs := new(syncBuffer)
-			shutdown(context.Background(), c, w, "main", slog.New(slog.NewJSONHandler(logs, nil)))
+			done := make(chan struct{})
+			go func() {
+				shutdown(context.Background(), c, w, tt.self, sigs, slog.New(slog.NewJSONHandler(logs, nil)))
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				t.Fatalf("shutdown still waiting:\n%s", logs)
+			}
 			if got := len(q.requests()) > 0; got != tt.wantQuit {
 				t.Errorf("shutdown request sent: %v, want %v\n%s", got, tt.wantQuit, logs)
 			}
-			if !strings.Contains(logs.String(), tt.wantLogged) {
-				t.Errorf("logs lack %q:\n%s", tt.wantLogged, logs)
+			if !strings.Contains(logs.String(), tt.wantLog) {
+				t.Errorf("logs lack %q:\n%s", tt.wantLog, logs)
 			}
 		})
+	}
+}
+
+func TestRunningPeers(t *testing.T) {
+	p := mkpod(t, "Never", "a,b,proxy,c,d", "", `"a":`+running+`,"b":`+running+`,"c":`+exited0+`,"d":`+creating)
+	tests := []struct {
+		self          string
+		later, others []string
+	}{
+		{"a", []string{"b", "d"}, nil},
+		{"b", []string{"d"}, []string{"a"}},
+		{"d", nil, []string{"a", "b"}},
+		{"c", []string{"d"}, []string{"a", "b"}},
+	}
+	for _, tt := range tests {
+		later, others := runningPeers(p, tt.self, []string{"proxy"})
+		if !cmp.Equal(later, tt.later) || !cmp.Equal(others, tt.others) {
+			t.Errorf("runningPeers(%s) = %q, %q; want %q, %q", tt.self, later, others, tt.later, tt.others)
+		}
 	}
 }

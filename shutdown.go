@@ -7,6 +7,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +37,11 @@ func shutdownDeadline(c *config, p *pod) time.Duration {
 
 // shutdown asks the sidecars to stop and waits until they have exited or
 // the deadline passes. Nothing it meets changes proa's exit code.
-func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *slog.Logger) {
+func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs <-chan os.Signal, log *slog.Logger) {
+	waitForPod := w != nil && self != "" && !w.isGone()
+	if waitForPod && len(c.sidecars) > 0 && !lastMainContainer(ctx, w, self, c.sidecars, sigs, log) {
+		return
+	}
 	var p *pod
 	if w != nil {
 		st, _ := w.current()
@@ -51,16 +57,9 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, log *s
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 
-	waitForPod := w != nil && self != "" && !w.isGone()
 	if waitForPod && p != nil {
 		if sidecars, _ := splitContainers(p, self, c.sidecars); len(stillRunning(p, sidecars)) == 0 {
 			log.Info("sidecars exited", "elapsed", since(start), "note", "no sidecar container was running: nothing to stop")
-			return
-		}
-	}
-	if waitForPod && len(c.sidecars) > 0 {
-		if running := waitPeers(ctx, w, self, c.sidecars, min(peerGrace, limit)); len(running) > 0 {
-			log.Info("other main containers still running: the last one to finish stops the sidecars", "peers", running)
 			return
 		}
 	}
@@ -132,23 +131,62 @@ func waitSidecarsExited(ctx context.Context, w *podWatcher, self string, only []
 	return nil
 }
 
-// peerGrace is how long a proa whose command has exited waits for other main
-// containers to terminate before it leaves the sidecars to them. A peer that
-// has just exited still shows as running until the kubelet reports it,
-// usually within a second or two; without this wait, two main containers
-// finishing together could each leave the sidecars to the other.
-var peerGrace = 10 * time.Second
+// lastMainContainer decides, with --sidecar, whether this proa stops the
+// sidecars. Of the main containers still running, the last one in the Pod's
+// spec does: it waits, however long it takes, until every other main
+// container has terminated. Any other proa leaves at once. The order breaks
+// the tie when several finish together: each of them sees the others still
+// running (a peer shows as running until the kubelet reports it), but only
+// one of them is last. A TERM or INT cuts the wait short.
+func lastMainContainer(ctx context.Context, w *podWatcher, self string, only []string, sigs <-chan os.Signal, log *slog.Logger) bool {
+	logged := false
+	for {
+		st, changed := w.current()
+		if st.gone != nil || st.pod == nil {
+			return true
+		}
+		later, others := runningPeers(st.pod, self, only)
+		if len(later) > 0 {
+			log.Info("a main container listed after this one is still running: it will stop the sidecars", "peers", later)
+			return false
+		}
+		if len(others) == 0 {
+			return true
+		}
+		if !logged {
+			log.Info("waiting for the other main containers before stopping the sidecars", "peers", others)
+			logged = true
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return true
+		case sig := <-sigs:
+			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+				log.Warn("stopped waiting for the other main containers", "signal", sig.String())
+				return true
+			}
+		}
+	}
+}
 
-// waitPeers waits up to limit for the other main containers (those that
-// --sidecar does not name) to terminate, and returns those still running.
-func waitPeers(ctx context.Context, w *podWatcher, self string, only []string, limit time.Duration) []string {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	running, _ := waitTerminated(ctx, w, func(p *pod) []sidecar {
-		_, peers := splitContainers(p, self, only)
-		return peers
-	})
-	return running
+// runningPeers lists the peer main containers that have not terminated:
+// those after self in the Pod's spec, and the others.
+func runningPeers(p *pod, self string, only []string) (later, others []string) {
+	_, peers := splitContainers(p, self, only)
+	running := stillRunning(p, peers)
+	after := false
+	for _, c := range p.Spec.Containers {
+		switch {
+		case c.Name == self:
+			after = true
+		case slices.Contains(running, c.Name) && after:
+			later = append(later, c.Name)
+		case slices.Contains(running, c.Name):
+			others = append(others, c.Name)
+		}
+	}
+	return later, others
 }
 
 // waitTerminated follows the Pod until every container that which picks has

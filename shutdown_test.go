@@ -147,7 +147,7 @@ func TestShutdownStopsRetryingOnceSidecarsExited(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	done := make(chan struct{})
 	start := time.Now()
-	go func() { shutdown(context.Background(), c, w, "main", log); close(done) }()
+	go func() { shutdown(context.Background(), c, w, "main", nil, log); close(done) }()
 	time.Sleep(300 * time.Millisecond) // let the request fail and retry a few times
 	select {
 	case <-done:

@@ -118,9 +118,10 @@ func (k *Kubelet) Run(ctx context.Context, spec PodSpec) (p *Pod, err error) {
 	}
 	p.Created = time.Now() // replaced by the creation time below
 	p.events = newRecorder(filepath.Join(p.Dir, "events.jsonl"), k)
+	pod := p // the error returns below set p to nil
 	defer func() {
 		if err != nil {
-			p.Close()
+			pod.Close()
 		}
 	}()
 	names := map[string]bool{}

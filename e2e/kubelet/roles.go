@@ -177,11 +177,15 @@ func sidecarMain() {
 		say("readiness set by the test", map[string]any{"ready": v})
 	})
 	srv.Handler = mux
-	sigs := make(chan os.Signal, 1)
+	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		s := <-sigs
-		exit(cfg.TermCode, "signal "+s.String())
+		say("signal", map[string]any{"signal": s.String()})
+		time.AfterFunc(cfg.TermDelay, func() { exit(cfg.TermCode, "signal "+s.String()) })
+		for s := range sigs {
+			say("signal", map[string]any{"signal": s.String()})
+		}
 	}()
 	if cfg.ExitAfter > 0 {
 		time.AfterFunc(cfg.ExitAfter, func() { exit(cfg.ExitCode, "exit-after") })

@@ -58,6 +58,10 @@ type Sidecar struct {
 	QuitCode   int           // exit code after a /quit request
 	QuitDelay  time.Duration // time between a /quit request and exiting
 	TermCode   int           // exit code on SIGTERM
+	// TermDelay is the time between the first SIGTERM/SIGINT and exiting.
+	// Every signal the sidecar receives is recorded as a "signal" event, so
+	// a delay shows repeated signals.
+	TermDelay time.Duration
 	// Executable, if set, is the base name of the sidecar's executable (a
 	// hard link to the harness binary), as proa's -k NAME sees it in
 	// /proc/PID/exe.
