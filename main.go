@@ -25,6 +25,17 @@
 //	                               proa and its children (Linux)
 //	--kill-signal SIGNAL           signal for -k and -K: TERM (default), INT,
 //	                               QUIT, KILL, ... or a number
+//	--sidecar NAME                 wait only for these containers (repeatable);
+//	                               other regular containers are peer main
+//	                               containers, and the last of them in the Pod's
+//	                               spec stops the sidecars once all have exited
+//	--wait-http URL                also wait until GET URL answers 2xx (repeatable)
+//	--wait-tcp HOST:PORT           also wait until HOST:PORT accepts a connection
+//	                               (repeatable)
+//	--ready-addr ADDR              serve GET /ready (200 while the command runs,
+//	                               else 503) and GET /live on ADDR
+//	--install DIR                  copy proa to DIR/proa and exit, for an
+//	                               initContainer and a shared emptyDir
 //	--container NAME               proa's own container (env PROA_CONTAINER_NAME);
 //	                               default: detected, else the first container
 //	--timeout DURATION             longest wait for readiness (env PROA_TIMEOUT);
@@ -49,12 +60,18 @@
 // Exit codes: the command's own; 128+N when a signal N killed it; 127 when
 // it was not found and 126 when it could not be executed; 69 when the
 // sidecars never became ready (a sidecar failed for good, --timeout passed,
-// the Pod does not exist, or the API refused access for 30 s); 128+N when
-// SIGTERM or SIGINT stopped proa before the command started; 2 for a usage
-// error. Errors during shutdown are logged and never change the exit code.
+// the Pod does not exist, the API refused access for 30 s, or --container,
+// --sidecar or --ready-addr could not be honoured); 128+N when SIGTERM or
+// SIGINT stopped proa before the command started; 2 for a usage error; 1
+// when --install failed. Errors during shutdown are logged and never change
+// the exit code.
 //
 // Signals TERM, INT, HUP, QUIT, USR1, USR2 and WINCH are forwarded to the
-// command. As PID 1, proa reaps every zombie.
+// command. As PID 1, proa reaps every zombie. On a terminal, the command
+// gets the foreground, so that Ctrl-C reaches it once.
+//
+// The README has the details: readiness rules, shutdown, kill mode, RBAC,
+// how proa uses the API, and what differs from the Rust proa.
 package main
 
 import (
@@ -95,6 +112,10 @@ Examples:
       give up with exit 69 if the Cloud SQL proxy is not ready within 2m
   PROA_LOG=debug proa --log-format text -- app
       readable logs with every watch event
+  proa --no-kube --wait-tcp 127.0.0.1:5432 -k pgbouncer -- ./job
+      no Kubernetes API: wait for a port, then signal the sidecar's process
+  proa --install /shared
+      copy proa into a volume, from an initContainer
 
 Options:
   -g, --shutdown-http-get URL   GET URL at shutdown (repeatable)
@@ -103,6 +124,12 @@ Options:
                                 needs shareProcessNamespace: true
   -K, --kill-all                signal every other process in the Pod at shutdown
   --kill-signal SIGNAL          signal for -k and -K (default TERM)
+  --sidecar NAME                wait only for these; other containers are main
+                                containers, and the last one stops the sidecars
+  --wait-http URL               also wait until GET URL answers 2xx (repeatable)
+  --wait-tcp HOST:PORT          also wait until HOST:PORT accepts connections
+  --ready-addr ADDR             serve /ready (200 while COMMAND runs) and /live
+  --install DIR                 copy proa to DIR/proa and exit
   --container NAME              proa's own container (PROA_CONTAINER_NAME)
   --timeout DURATION            longest wait for readiness, 0 = forever (PROA_TIMEOUT)
   --no-kube                     do not use the Kubernetes API (automatic when
@@ -115,7 +142,7 @@ Options:
 
 PROA_DISABLED=1 runs COMMAND directly. Exit codes: COMMAND's own, 128+N for
 signal N, 127/126 when it cannot start, 69 when sidecars never became ready,
-2 for a usage error.
+2 for a usage error, 1 when --install fails.
 `
 
 // Exit codes of proa itself; the rest come from the command.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -181,6 +182,22 @@ func TestRustLogLevel(t *testing.T) {
 	for _, tt := range tests {
 		if got := rustLogLevel(tt.in); got != tt.want {
 			t.Errorf("rustLogLevel(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
+
+// TestUsageListsEveryFlag keeps --help and the manual in step with the flags.
+func TestUsageListsEveryFlag(t *testing.T) {
+	doc, err := os.ReadFile("main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range flagDefs {
+		if !strings.Contains(usage, "--"+d.long+" ") {
+			t.Errorf("usage lacks --%s", d.long)
+		}
+		if !strings.Contains(string(doc), "//\t--"+d.long) && !strings.Contains(string(doc), ", --"+d.long+" ") {
+			t.Errorf("the package doc lacks --%s", d.long)
 		}
 	}
 }
