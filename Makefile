@@ -6,7 +6,7 @@
 
 GO ?= go
 
-.PHONY: test unit e2e demo fuzz size
+.PHONY: test unit e2e demo fuzz size bench
 
 test: unit e2e
 
@@ -27,6 +27,12 @@ demo:
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadEvents -fuzztime 2m .
 	$(GO) test -run '^$$' -fuzz FuzzReadiness -fuzztime 2m .
+
+# proa's cost (size, memory, CPU, latencies, API requests) against the real
+# control plane, as a table with the targets; README "Performance". Needs root.
+# BENCHFLAGS=-quick for fewer runs, -json for machines.
+bench:
+	cd e2e && $(GO) run ./cmd/bench $(BENCHFLAGS)
 
 # The shipped binary's size.
 size:

@@ -1,14 +1,18 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -105,9 +109,11 @@ func (cs *conditions) current() ([]string, <-chan struct{}) {
 }
 
 // readyServer answers the main container's probes: GET /ready is 200 while
-// the command runs and 503 before and after, GET /live is always 200.
+// the command runs and 503 before and after, GET /live is always 200. A
+// probe is one short HTTP/1.x request, so a tiny responder does; it keeps
+// net/http's server (and its HTTP/2 server) out of the binary.
 type readyServer struct {
-	srv     *http.Server
+	l       net.Listener
 	running atomic.Bool
 }
 
@@ -116,20 +122,58 @@ func serveReady(addr string, log *slog.Logger) (*readyServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("--ready-addr: %w", err)
 	}
-	rs := &readyServer{}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		if rs.running.Load() {
-			fmt.Fprintln(w, "ok: the command is running")
-			return
+	rs := &readyServer{l: l}
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go rs.answer(conn)
 		}
-		http.Error(w, "not ready: the command is not running", http.StatusServiceUnavailable)
-	})
-	mux.HandleFunc("GET /live", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
-	rs.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go rs.srv.Serve(l)
+	}()
 	log.Info("serving readiness", "addr", l.Addr().String())
 	return rs, nil
+}
+
+func (rs *readyServer) answer(conn net.Conn) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReaderSize(conn, 4096)
+	line, err := br.ReadSlice('\n')
+	if err != nil {
+		return
+	}
+	for { // skip the headers
+		h, err := br.ReadSlice('\n')
+		if err != nil {
+			return
+		}
+		if len(bytes.TrimSpace(h)) == 0 {
+			break
+		}
+	}
+	method, target, _ := strings.Cut(strings.TrimSpace(string(line)), " ")
+	path, _, _ := strings.Cut(target, " ") // drop the protocol version
+	path, _, _ = strings.Cut(path, "?")
+	code, body := 404, "not found"
+	switch {
+	case method != "GET" && method != "HEAD":
+		code, body = 405, "method not allowed"
+	case path == "/live":
+		code, body = 200, "ok"
+	case path == "/ready" && rs.running.Load():
+		code, body = 200, "ok: the command is running"
+	case path == "/ready":
+		code, body = 503, "not ready: the command is not running"
+	}
+	body += "\n"
+	head := fmt.Sprintf("HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n",
+		code, http.StatusText(code), len(body))
+	if method == "HEAD" {
+		body = ""
+	}
+	io.WriteString(conn, head+body)
 }
 
 func (rs *readyServer) setRunning(v bool) {
@@ -140,7 +184,7 @@ func (rs *readyServer) setRunning(v bool) {
 
 func (rs *readyServer) close() {
 	if rs != nil {
-		rs.srv.Close()
+		rs.l.Close()
 	}
 }
 

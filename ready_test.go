@@ -154,6 +154,14 @@ func TestReadyAddr(t *testing.T) {
 	if code := get("/other"); code != 404 {
 		t.Errorf("/other = %d, want 404", code)
 	}
+	if code := get("/live?verbose=1"); code != 200 {
+		t.Errorf("/live?verbose=1 = %d, want 200", code)
+	}
+	if resp, err := http.Post("http://"+addr+"/ready", "text/plain", nil); err != nil || resp.StatusCode != 405 {
+		t.Errorf("POST /ready = %v, %v; want 405", resp, err)
+	} else {
+		resp.Body.Close()
+	}
 	healthy.Store(true)
 	eventually("the command", func() bool { _, err := os.Stat(running); return err == nil })
 	if code := get("/ready"); code != 200 {
