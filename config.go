@@ -312,8 +312,8 @@ func parseDuration(name, v string) (time.Duration, error) {
 	return d, nil
 }
 
-// signals lists the signals --kill-signal takes by name.
-var signals = map[string]syscall.Signal{
+// signalNames lists the signals --kill-signal takes by name.
+var signalNames = map[string]syscall.Signal{
 	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
 	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "ALRM": syscall.SIGALRM,
 	"CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP, "WINCH": syscall.SIGWINCH, "PIPE": syscall.SIGPIPE,
@@ -324,7 +324,7 @@ func parseSignal(v string) (syscall.Signal, error) {
 	if n, err := strconv.Atoi(v); err == nil && n > 0 && n < 65 {
 		return syscall.Signal(n), nil
 	}
-	if s, ok := signals[strings.TrimPrefix(strings.ToUpper(v), "SIG")]; ok {
+	if s, ok := signalNames[strings.TrimPrefix(strings.ToUpper(v), "SIG")]; ok {
 		return s, nil
 	}
 	return 0, usagef("--kill-signal %q is not a signal: write a name such as TERM, INT, QUIT or KILL, or a number", v)
@@ -387,4 +387,13 @@ func parseLogFormat(name, v string) (string, error) {
 		return v, nil
 	}
 	return "", usagef("%s %q is not a log format: write json or text", name, v)
+}
+
+// redact hides a URL's password, for logs (net/http's errors hide it too).
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return s
+	}
+	return u.Redacted()
 }

@@ -9,7 +9,9 @@ import (
 	"os/exec"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -18,6 +20,50 @@ import (
 var forwardedSignals = []os.Signal{
 	syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGQUIT,
 	syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH,
+}
+
+// signals relays the signals proa handles, and remembers when the first
+// TERM or INT came: the kubelet's grace period runs from then.
+type signals struct {
+	c      chan os.Signal
+	termAt atomic.Int64 // unix nanoseconds; 0 until then
+}
+
+// notifySignals starts relaying; stop ends it.
+func notifySignals() (s *signals, stop func()) {
+	raw := make(chan os.Signal, 16)
+	signal.Notify(raw, forwardedSignals...)
+	// A broken stderr must not kill proa with SIGPIPE and lose the command's
+	// exit status: with SIGPIPE notified, the write just fails. (Notify, not
+	// Ignore: the command would inherit SIG_IGN.)
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
+	s = &signals{c: make(chan os.Signal, 16)}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case sig := <-raw:
+				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+					s.termAt.CompareAndSwap(0, time.Now().UnixNano())
+				}
+				select {
+				case s.c <- sig:
+				default: // nobody listens (shutdown): dropped, as signal.Notify would
+				}
+			case <-done:
+				return
+			}
+		}
+	}()
+	return s, func() { signal.Stop(raw); close(done) }
+}
+
+// terminating is when the first TERM or INT came, or zero.
+func (s *signals) terminating() time.Time {
+	if s == nil || s.termAt.Load() == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, s.termAt.Load())
 }
 
 // command is the running program.
@@ -148,31 +194,6 @@ func reclaimTerminal() {
 	syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&pgrp)))
 }
 
-// reap waits for pid and sends its status on exited. With reapAll it also
-// collects every other child, and goes on until there are none left.
-func reap(pid int, reapAll bool, exited chan<- syscall.WaitStatus) {
-	wpid := pid
-	if reapAll {
-		wpid = -1
-	}
-	for {
-		var ws syscall.WaitStatus
-		got, err := syscall.Wait4(wpid, &ws, 0, nil)
-		if errors.Is(err, syscall.EINTR) {
-			continue
-		}
-		if err != nil {
-			return // ECHILD: nothing left to wait for
-		}
-		if got == pid {
-			exited <- ws
-			if !reapAll {
-				return
-			}
-		}
-	}
-}
-
 // exitCode maps a wait status to the shell's convention.
 func exitCode(ws syscall.WaitStatus) int {
 	switch {
@@ -215,7 +236,7 @@ func execDirectly(argv []string) int {
 
 // runCommand runs the command, forwarding signals, and returns its exit
 // code.
-func runCommand(c *config, r *reaper, sigs <-chan os.Signal, log *slog.Logger) int {
+func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log *slog.Logger) int {
 	log.Info("running command", "argv", c.command)
 	cmd, err := r.startCommand(c.command)
 	if err != nil {
@@ -223,6 +244,7 @@ func runCommand(c *config, r *reaper, sigs <-chan os.Signal, log *slog.Logger) i
 		log.Error("command could not be started", "err", err, "code", code)
 		return code
 	}
+	started()
 	for {
 		select {
 		case ws := <-cmd.exited:

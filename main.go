@@ -81,7 +81,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
@@ -203,14 +202,17 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	defer cancel()
 	// Registered before anything starts, so that no signal is lost and none
 	// takes its default action (dying, for a Go program that is not PID 1).
-	sigs := make(chan os.Signal, 16)
-	signal.Notify(sigs, forwardedSignals...)
-	defer signal.Stop(sigs)
+	sigs, stopSignals := notifySignals()
+	defer stopSignals()
 	reaper := newReaper(os.Getpid() == 1)
 
 	log.Info("starting", "version", proaVersion(), "argv", c.command)
 	code, self, ready := exitUnavailable, "", false
-	probe, err := c.startProbe(log)
+	var probe *readyServer
+	var err error
+	if c.readyAddr != "" {
+		probe, err = serveReady(c.readyAddr, log)
+	}
 	var w *podWatcher
 	if err == nil {
 		w, err = startWatcher(ctx, c, log)
@@ -218,24 +220,18 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	if err != nil {
 		log.Error("sidecars never became ready", "err", err)
 	} else {
-		code, self, ready = waitReady(c, w, startConditions(ctx, c), sigs, log)
+		condCtx, stopConds := context.WithCancel(ctx)
+		code, self, ready = waitReady(ctx, c, w, startConditions(condCtx, c), sigs.c, log)
+		stopConds()
 	}
 	if ready {
-		probe.setRunning(true)
-		code = runCommand(c, reaper, sigs, log)
+		code = runCommand(c, reaper, sigs.c, func() { probe.setRunning(true) }, log)
 		probe.setRunning(false)
 	}
 	shutdown(ctx, c, w, self, sigs, log)
 	probe.close()
 	log.Info("exiting", "code", code)
 	return code
-}
-
-func (c *config) startProbe(log *slog.Logger) (*readyServer, error) {
-	if c.readyAddr == "" {
-		return nil, nil
-	}
-	return serveReady(c.readyAddr, log)
 }
 
 // startWatcher starts following proa's own Pod. It returns nil, and no

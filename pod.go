@@ -10,12 +10,15 @@ import (
 // however large the Pod is.
 type pod struct {
 	Metadata struct {
-		Name              string            `json:"name"`
-		Namespace         string            `json:"namespace"`
-		UID               string            `json:"uid"`
-		ResourceVersion   string            `json:"resourceVersion"`
-		DeletionTimestamp string            `json:"deletionTimestamp"`
-		Annotations       map[string]string `json:"annotations"`
+		Name              string `json:"name"`
+		Namespace         string `json:"namespace"`
+		UID               string `json:"uid"`
+		ResourceVersion   string `json:"resourceVersion"`
+		DeletionTimestamp string `json:"deletionTimestamp"`
+		// DeletionGracePeriodSeconds is the grace period of a deletion under
+		// way, which kubectl delete --grace-period may have shortened.
+		DeletionGracePeriodSeconds *int64            `json:"deletionGracePeriodSeconds"`
+		Annotations                map[string]string `json:"annotations"`
 	} `json:"metadata"`
 	Spec struct {
 		Containers                    []containerSpec `json:"containers"`
@@ -95,15 +98,14 @@ func splitContainers(p *pod, self string, only []string) (sidecars, peers []side
 
 // checkSidecarNames rejects --sidecar names that are not sidecars of the Pod.
 func checkSidecarNames(p *pod, self string, only []string) error {
-	sidecars, peers := splitContainers(p, self, nil)
+	sidecars, _ := splitContainers(p, self, nil) // every candidate
 	for _, name := range only {
 		if name == self {
 			return fmt.Errorf("--sidecar %s names proa's own container", name)
 		}
 		if !slices.ContainsFunc(sidecars, func(s sidecar) bool { return s.name == name }) {
-			all := append(sidecars, peers...)
 			return fmt.Errorf("--sidecar %s is not a container of Pod %s/%s: its sidecars can be %s", name,
-				p.Metadata.Namespace, p.Metadata.Name, names(all, func(s sidecar) string { return s.name }))
+				p.Metadata.Namespace, p.Metadata.Name, names(sidecars, func(s sidecar) string { return s.name }))
 		}
 	}
 	return nil

@@ -36,7 +36,7 @@ func startConditions(ctx context.Context, c *config) *conditions {
 		checks[desc] = check
 	}
 	for _, u := range c.waitHTTP {
-		start("GET "+u, func(ctx context.Context) error {
+		start("GET "+redact(u), func(ctx context.Context) error {
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 			if err != nil {
 				return err
@@ -188,12 +188,14 @@ func (rs *readyServer) close() {
 	}
 }
 
-const progressEvery = 15 * time.Second
+// progressEvery is how often proa says what it still waits for; a variable
+// for tests.
+var progressEvery = 15 * time.Second
 
 // waitReady waits until every sidecar is ready and every --wait-* condition
 // has held. It returns ok when the command should run; otherwise code says
 // why not. self is proa's own container, once known.
-func waitReady(c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signal, log *slog.Logger) (code int, self string, ok bool) {
+func waitReady(ctx context.Context, c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signal, log *slog.Logger) (code int, self string, ok bool) {
 	start := time.Now()
 	var timeout <-chan time.Time
 	if c.timeout > 0 {
@@ -258,6 +260,9 @@ func waitReady(c *config, w *podWatcher, conds *conditions, sigs <-chan os.Signa
 				args = append(args, "watch_error", watchErr.Error())
 			}
 			log.Info("waiting for sidecars", args...)
+		case <-ctx.Done():
+			log.Error("sidecars never became ready", "err", context.Cause(ctx))
+			return exitUnavailable, self, false
 		case <-timeout:
 			log.Error("sidecars never became ready", "err", fmt.Sprintf("not ready within --timeout %s", c.timeout), "not_ready", notReady)
 			return exitUnavailable, self, false

@@ -269,19 +269,22 @@ func TestPeerMainContainers(t *testing.T) {
 		events   []string
 		later    string // sent 100 ms into the shutdown
 		signal   bool   // SIGTERM 100 ms into the shutdown
+		stopping bool   // a TERM came before the shutdown: the Pod is being stopped
 		wantQuit bool
 		wantLog  string
 	}{
 		{"a later main container still runs: leave it the sidecars", "main",
-			[]string{podWith("running", "running")}, "", false, false, "a main container listed after this one is still running"},
+			[]string{podWith("running", "running")}, "", false, false, false, "a main container listed after this one is still running"},
 		{"the later one has terminated: stop the sidecars", "main",
-			[]string{podWith("running", "terminated")}, "", false, true, "sending shutdown requests"},
+			[]string{podWith("running", "terminated")}, "", false, false, true, "sending shutdown requests"},
 		{"the last one waits for the earlier one, then stops the sidecars", "worker",
-			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, true, "waiting for the other main containers"},
+			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, false, true, "waiting for the other main containers"},
 		{"finishing together: the last one still stops the sidecars", "worker",
-			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, true, "sending shutdown requests"},
+			[]string{podWith("running", "running")}, podWith("terminated", "running"), false, false, true, "sending shutdown requests"},
 		{"SIGTERM ends the wait for the others", "worker",
-			[]string{podWith("running", "running")}, "", true, true, "stopped waiting for the other main containers"},
+			[]string{podWith("running", "running")}, "", true, false, true, "stopped waiting for the other main containers"},
+		{"the Pod is being stopped: no wait for the others", "worker",
+			[]string{podWith("running", "running")}, "", false, true, true, "sending shutdown requests"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,12 +293,15 @@ func TestPeerMainContainers(t *testing.T) {
 			f.answer(stream(tt.events, live))
 			w, _ := watchPod(t, f, "")
 			waitFor(t, w, "the pod", func(s podState) bool { return s.pod != nil })
-			sigs := make(chan os.Signal, 1)
+			sigs := &signals{c: make(chan os.Signal, 1)}
+			if tt.stopping {
+				sigs.termAt.Store(time.Now().UnixNano())
+			}
 			if tt.later != "" {
 				time.AfterFunc(100*time.Millisecond, func() { live <- tt.later })
 			}
 			if tt.signal {
-				time.AfterFunc(100*time.Millisecond, func() { sigs <- syscall.SIGTERM })
+				time.AfterFunc(100*time.Millisecond, func() { sigs.c <- syscall.SIGTERM })
 			}
 			q := newQuitServer(t)
 			c := &config{sidecars: []string{"envoy"}, postURLs: []string{q.URL}, shutdownTimeout: 300 * time.Millisecond, shutdownTimeoutOK: true}

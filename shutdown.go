@@ -24,20 +24,45 @@ const (
 // that must not hold proa until the deadline.
 var errSidecarsExited = errors.New("sidecars exited")
 
-// shutdownDeadline is --shutdown-timeout, else the Pod's grace period.
+// shutdownDeadline is --shutdown-timeout, else the Pod's grace period: that
+// of its deletion when it is being deleted, else terminationGracePeriodSeconds,
+// else 30 s.
 func shutdownDeadline(c *config, p *pod) time.Duration {
 	switch {
 	case c.shutdownTimeoutOK:
 		return c.shutdownTimeout
+	case p != nil && p.Metadata.DeletionGracePeriodSeconds != nil && *p.Metadata.DeletionGracePeriodSeconds >= 0:
+		return time.Duration(*p.Metadata.DeletionGracePeriodSeconds) * time.Second
 	case p != nil && p.Spec.TerminationGracePeriodSeconds != nil && *p.Spec.TerminationGracePeriodSeconds >= 0:
 		return time.Duration(*p.Spec.TerminationGracePeriodSeconds) * time.Second
 	}
 	return defaultShutdownTimeout
 }
 
+// endOfShutdown is when shutdown must be over. After a TERM or INT (the
+// kubelet stopping the Pod), the kubelet kills proa a grace period after
+// that signal, not after the command's exit: without --shutdown-timeout,
+// proa then finishes a second before, so that its exit code, the
+// command's, is the one the kubelet records, not 137.
+func endOfShutdown(c *config, p *pod, start, terminating time.Time) time.Time {
+	limit := shutdownDeadline(c, p)
+	end := start.Add(limit)
+	if !terminating.IsZero() && !c.shutdownTimeoutOK {
+		end = minTime(end, terminating.Add(limit-time.Second))
+	}
+	return end
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // shutdown asks the sidecars to stop and waits until they have exited or
 // the deadline passes. Nothing it meets changes proa's exit code.
-func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs <-chan os.Signal, log *slog.Logger) {
+func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs *signals, log *slog.Logger) {
 	waitForPod := w != nil && self != "" && !w.isGone()
 	if waitForPod && len(c.sidecars) > 0 && !lastMainContainer(ctx, w, self, c.sidecars, sigs, log) {
 		return
@@ -48,8 +73,8 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs <
 		p = st.pod
 	}
 	start := time.Now()
-	limit := shutdownDeadline(c, p)
-	deadline := start.Add(limit)
+	deadline := endOfShutdown(c, p, start, sigs.terminating())
+	limit := max(deadline.Sub(start), 0).Round(time.Millisecond)
 	// Requests enforce the deadline themselves, so that each gets one
 	// attempt even with a zero grace period.
 	reqCtx, stopRequests := context.WithCancelCause(ctx)
@@ -76,6 +101,7 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs <
 		send := func(method, url string) {
 			wg.Go(func() {
 				err := shutdownRequest(reqCtx, client, method, url, deadline, refusedFor)
+				url := redact(url)
 				switch {
 				case err == nil:
 					log.Debug("shutdown request answered", "method", method, "url", url)
@@ -105,11 +131,15 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs <
 	}
 
 	if waitForPod {
-		if err := waitSidecarsExited(ctx, w, self, c.sidecars); err != nil {
-			log.Warn("not all sidecars exited", "err", err, "elapsed", since(start))
-		} else {
+		switch err := waitSidecarsExited(ctx, w, self, c.sidecars); {
+		case err == nil:
 			log.Info("sidecars exited", "elapsed", since(start))
 			stopRequests(errSidecarsExited)
+		case errors.Is(err, errDeleted):
+			log.Info("pod deleted: not waiting for the sidecars", "elapsed", since(start))
+			stopRequests(errSidecarsExited)
+		default:
+			log.Warn("not all sidecars exited", "err", err, "elapsed", since(start))
 		}
 	}
 	wg.Wait()
@@ -137,12 +167,20 @@ func waitSidecarsExited(ctx context.Context, w *podWatcher, self string, only []
 // container has terminated. Any other proa leaves at once. The order breaks
 // the tie when several finish together: each of them sees the others still
 // running (a peer shows as running until the kubelet reports it), but only
-// one of them is last. A TERM or INT cuts the wait short.
-func lastMainContainer(ctx context.Context, w *podWatcher, self string, only []string, sigs <-chan os.Signal, log *slog.Logger) bool {
+// one of them is last. When the Pod is being stopped (a TERM or INT came),
+// there is nothing to wait for: the kubelet is stopping every container.
+func lastMainContainer(ctx context.Context, w *podWatcher, self string, only []string, sigs *signals, log *slog.Logger) bool {
+	start := time.Now()
+	progress := time.NewTicker(progressEvery)
+	defer progress.Stop()
+	var sigc <-chan os.Signal
+	if sigs != nil {
+		sigc = sigs.c
+	}
 	logged := false
 	for {
 		st, changed := w.current()
-		if st.gone != nil || st.pod == nil {
+		if st.gone != nil || st.pod == nil || !sigs.terminating().IsZero() {
 			return true
 		}
 		later, others := runningPeers(st.pod, self, only)
@@ -161,7 +199,9 @@ func lastMainContainer(ctx context.Context, w *podWatcher, self string, only []s
 		case <-changed:
 		case <-ctx.Done():
 			return true
-		case sig := <-sigs:
+		case <-progress.C:
+			log.Info("waiting for the other main containers before stopping the sidecars", "peers", others, "elapsed", since(start))
+		case sig := <-sigc:
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
 				log.Warn("stopped waiting for the other main containers", "signal", sig.String())
 				return true

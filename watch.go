@@ -30,7 +30,7 @@ type podWatcher struct {
 	state   podState
 	changed chan struct{} // closed and replaced on every change of state
 
-	fallbackDone atomic.Bool // the one fallback GET was made
+	fallbackDone atomic.Bool // the fallback GET has answered: the Pod exists, or 404
 }
 
 // podState is what the watcher knows. Once gone is set, it never changes.
@@ -134,11 +134,12 @@ func (w *podWatcher) run(ctx context.Context) {
 		default:
 			wait = bo.next()
 		}
-		if ae == nil || ae.Code != http.StatusForbidden {
+		forbidden := ae != nil && ae.Code == http.StatusForbidden
+		if !forbidden {
 			forbiddenSince = time.Time{}
 		}
 		if err != nil {
-			if ae == nil || ae.Code != http.StatusForbidden {
+			if !forbidden {
 				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			}
 			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
@@ -171,20 +172,13 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	if !fromScratch {
 		q.Set("resourceVersion", *rv)
 	}
-	events := 0
-	var mu sync.Mutex // guards events against the fallback timer
+	var events atomic.Int64
 	if fromScratch && !w.fallbackDone.Load() {
 		// Servers without watch-list send nothing at all for a missing Pod.
-		t := time.AfterFunc(watchFallbackAfter, func() {
-			mu.Lock()
-			seen := events > 0
-			mu.Unlock()
-			if !seen && !w.fallbackDone.Swap(true) && !w.exists(ctx) {
-				w.setGone(notFound(w.ns, w.name))
-				cancel()
-			}
-		})
-		defer t.Stop()
+		fctx, stopFallback := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); w.fallbackGET(fctx, cancel, &events) }()
+		defer func() { stopFallback(); <-done }()
 	}
 	resp, err := w.c.get(ctx, w.watchPath(), q)
 	if err != nil {
@@ -195,9 +189,7 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 
 	sawPod := false
 	err = readEvents(resp.Body, func(ev event) error {
-		mu.Lock()
-		events++
-		mu.Unlock()
+		events.Add(1)
 		w.log.Debug("watch event", "type", ev.Type, "resource_version", ev.resourceVersion())
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
@@ -214,7 +206,7 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 			w.update(func(s *podState) { s.pod = ev.Pod })
 		case "DELETED":
 			*rv = ev.Pod.Metadata.ResourceVersion
-			w.setGone(fmt.Errorf("pod %s/%s was deleted", w.ns, w.name))
+			w.setGone(fmt.Errorf("pod %s/%s %w", w.ns, w.name, errDeleted))
 			return errStop
 		case "BOOKMARK":
 			*rv = ev.Pod.Metadata.ResourceVersion
@@ -230,28 +222,51 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	if errors.Is(err, errStop) {
 		err = nil
 	}
-	return events, err
+	return int(events.Load()), err
 }
 
-var errStop = errors.New("stop reading")
+var (
+	errStop    = errors.New("stop reading")
+	errDeleted = errors.New("was deleted")
+)
 
 func notFound(ns, name string) error {
 	return fmt.Errorf("pod %s/%s not found: set POD_NAME from the downward API (env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]) if the hostname is not the Pod's name", ns, name)
 }
 
-// exists is the one fallback GET for servers that send nothing for a
-// missing Pod. Only a 404 makes it false.
-func (w *podWatcher) exists(ctx context.Context) bool {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	resp, err := w.c.get(ctx, w.watchPath()+"/"+url.PathEscape(w.name), nil)
-	if err == nil {
-		resp.Body.Close()
-		return true
+// fallbackGET decides, on servers that send nothing for a missing Pod,
+// whether it exists: while the watch stays silent, it GETs the Pod until it
+// has an answer (the Pod, or 404), backing off on errors.
+func (w *podWatcher) fallbackGET(ctx context.Context, stopWatch context.CancelFunc, events *atomic.Int64) {
+	var bo backoff
+	for wait := watchFallbackAfter; ; wait = bo.next() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if events.Load() > 0 || w.fallbackDone.Load() {
+			return
+		}
+		resp, err := w.c.get(ctx, w.watchPath()+"/"+url.PathEscape(w.name), nil)
+		var ae *apiError
+		switch {
+		case err == nil:
+			resp.Body.Close()
+			w.fallbackDone.Store(true)
+			return
+		case errors.As(err, &ae) && ae.Code == http.StatusNotFound:
+			w.fallbackDone.Store(true)
+			w.setGone(notFound(w.ns, w.name))
+			stopWatch()
+			return
+		case errors.As(err, &ae) && ae.Code == http.StatusForbidden:
+			w.log.Error("checking that the pod exists forbidden: grant the service account a Role with this rule, and a RoleBinding",
+				"pod", w.ns+"/"+w.name, "rule", `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`, "err", err)
+		case ctx.Err() == nil:
+			w.log.Warn("checking that the pod exists failed, retrying", "pod", w.ns+"/"+w.name, "err", err)
+		}
 	}
-	w.log.Debug("checking that the pod exists", "err", err)
-	var ae *apiError
-	return !errors.As(err, &ae) || ae.Code != http.StatusNotFound
 }
 
 // event is one decoded watch event. Pod is set for ADDED, MODIFIED, DELETED
@@ -277,8 +292,10 @@ func (e event) initialEventsEnd() bool {
 // stream ends (nil), fn returns an error, or the stream is broken: a
 // truncated or malformed event is an error, never a crash.
 func readEvents(r io.Reader, fn func(event) error) error {
-	dec := json.NewDecoder(r)
+	limit := &frameLimit{r: r}
+	dec := json.NewDecoder(limit)
 	for {
+		limit.n = 0
 		var raw struct {
 			Type   string          `json:"type"`
 			Object json.RawMessage `json:"object"`
@@ -310,12 +327,21 @@ func decodeEvent(typ string, obj json.RawMessage) (event, error) {
 			return ev, fmt.Errorf("decoding %s event: object has no metadata.name", typ)
 		}
 	case "ERROR":
-		ev.Status = new(apiError)
-		if err := json.Unmarshal(obj, ev.Status); err != nil {
+		var st struct {
+			apiError
+			Details struct {
+				RetryAfterSeconds int `json:"retryAfterSeconds"`
+			} `json:"details"`
+		}
+		if err := json.Unmarshal(obj, &st); err != nil {
 			return ev, fmt.Errorf("decoding ERROR event: %w", err)
 		}
+		ev.Status = &st.apiError
 		if ev.Status.Code == 0 {
 			ev.Status.Code = http.StatusInternalServerError
+		}
+		if d := time.Duration(st.Details.RetryAfterSeconds) * time.Second; d > 0 {
+			ev.Status.retryAfter = min(d, time.Minute)
 		}
 	default:
 		return ev, fmt.Errorf("watch event of unknown type %q", typ)
@@ -323,9 +349,29 @@ func decodeEvent(typ string, obj json.RawMessage) (event, error) {
 	return ev, nil
 }
 
-// backoff is client-go's: 0.8 s doubling to 30 s, reset after two quiet
-// minutes. Each delay is spread over ±50% so that Pods that failed together
-// do not retry together.
+// maxEventSize bounds one watch event, as client-go does: a broken or
+// hostile stream must not make proa buffer without end.
+const maxEventSize = 16 << 20
+
+// frameLimit fails a read once more than maxEventSize bytes were read since
+// n was last reset (before each event).
+type frameLimit struct {
+	r io.Reader
+	n int
+}
+
+func (f *frameLimit) Read(p []byte) (int, error) {
+	if f.n > maxEventSize {
+		return 0, fmt.Errorf("watch event larger than %d bytes", maxEventSize)
+	}
+	n, err := f.r.Read(p)
+	f.n += n
+	return n, err
+}
+
+// backoff has client-go's steps: 0.8 s doubling to 30 s, reset after two
+// quiet minutes. Each delay is spread over [d/2, 3d/2), so that Pods that
+// failed together do not retry together, and the mean delay is the step.
 type backoff struct {
 	delay time.Duration // the next nominal delay
 	last  time.Time
