@@ -132,7 +132,9 @@ type tokenFile struct {
 	readAt time.Time
 }
 
-const tokenMaxAge = time.Minute
+// tokenMaxAge is how long a token read from the file is used; a variable for
+// tests.
+var tokenMaxAge = time.Minute
 
 func (t *tokenFile) get() (string, error) {
 	t.mu.Lock()

@@ -344,3 +344,24 @@ func TestRunningPeers(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressLog: while it waits, proa says every progressEvery which
+// sidecars are not ready and why, with the time elapsed.
+func TestProgressLog(t *testing.T) {
+	saved := progressEvery
+	progressEvery = 100 * time.Millisecond
+	t.Cleanup(func() { progressEvery = saved })
+	f := newFakeAPI(t)
+	f.answer(stream(recorded(t, "watch-lifecycle.jsonl")[:4], make(chan string)))
+	w, _ := watchPod(t, f, "")
+	logs := new(syncBuffer)
+	c := &config{timeout: 550 * time.Millisecond, mountinfo: "/nonexistent"}
+	code, self, ok := waitReady(context.Background(), c, w, startConditions(context.Background(), c), nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	if ok || code != exitUnavailable || self != "main" {
+		t.Errorf("waitReady = %d, %q, %v; want 69 after --timeout", code, self, ok)
+	}
+	progress := strings.Count(logs.String(), `"msg":"waiting for sidecars","not_ready":["envoy: running, not ready"],"elapsed"`)
+	if progress < 3 {
+		t.Errorf("%d progress lines in 550ms at one per 100ms:\n%s", progress, logs)
+	}
+}

@@ -204,6 +204,11 @@ func TestRunStartupFailures(t *testing.T) {
 		{name: "unknown --container", args: []string{"--container", "app"},
 			answer:  func(f *fakeAPI) { f.answer(stream(lines[:1], make(chan string))) },
 			wantLog: `--container names container \"app\", but Pod rec3/job-1 has only envoy, main`},
+		{name: "pod deleted while waiting",
+			answer: func(f *fakeAPI) {
+				f.answer(stream([]string{lines[0], strings.Replace(lines[3], `"type":"MODIFIED"`, `"type":"DELETED"`, 1)}, make(chan string)))
+			},
+			wantLog: "pod rec3/job-1 was deleted", wantRequests: 0},
 		{name: "no CA certificate",
 			saDir:   func(f *fakeAPI) { os.Remove(filepath.Join(f.saDir, "ca.crt")) },
 			wantLog: "reading the API server's CA"},

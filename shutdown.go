@@ -17,6 +17,7 @@ import (
 const (
 	defaultShutdownTimeout = 30 * time.Second // the API server's default grace period
 	shutdownAttemptTimeout = 5 * time.Second
+	firstAttemptMin        = 500 * time.Millisecond
 )
 
 // errSidecarsExited cancels shutdown requests that are still retrying once
@@ -256,15 +257,16 @@ func waitTerminated(ctx context.Context, w *podWatcher, which func(*pod) []sidec
 
 // shutdownRequest sends one shutdown request, retrying connection errors and
 // 5xx answers with backoff until the deadline or until ctx ends. The first
-// attempt is made even when the deadline has already passed. With refusedFor > 0, refused
+// attempt is made even when the deadline has already passed, with at least
+// firstAttemptMin to answer: a sidecar on localhost answers in a millisecond. With refusedFor > 0, refused
 // connections are retried only that long.
 func shutdownRequest(ctx context.Context, client *http.Client, method, url string, deadline time.Time, refusedFor time.Duration) error {
 	start := time.Now()
 	delay := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
-		limit := shutdownAttemptTimeout
-		if attempt > 0 {
-			limit = min(limit, time.Until(deadline))
+		limit := min(shutdownAttemptTimeout, time.Until(deadline))
+		if attempt == 0 {
+			limit = max(limit, firstAttemptMin)
 		}
 		err := shutdownAttempt(ctx, client, method, url, limit)
 		var final *finalError

@@ -188,3 +188,26 @@ func TestWaitSidecarsExitedEndsWithPod(t *testing.T) {
 		t.Errorf("err = %v, want the deletion", err)
 	}
 }
+
+// TestShutdownDeadline: a sidecar that never exits and a URL that never
+// answers hold proa until the deadline, not longer.
+func TestShutdownStopsAtItsDeadline(t *testing.T) {
+	f := newFakeAPI(t)
+	f.answer(stream(recorded(t, "watch-lifecycle.jsonl")[:5], make(chan string)))
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "rv 582", hasRV("582"))
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hanging.Close()
+	c := &config{getURLs: []string{hanging.URL}, shutdownTimeout: 700 * time.Millisecond, shutdownTimeoutOK: true}
+	logs := new(syncBuffer)
+	start := time.Now()
+	shutdown(context.Background(), c, w, "main", nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	if d := time.Since(start); d < 700*time.Millisecond || d > 3*time.Second {
+		t.Errorf("shutdown took %s, want about its 700ms deadline", d)
+	}
+	for _, want := range []string{`"msg":"not all sidecars exited","err":"still running at the shutdown deadline: [envoy]"`, `"msg":"shutdown request failed"`} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}

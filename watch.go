@@ -350,8 +350,9 @@ func decodeEvent(typ string, obj json.RawMessage) (event, error) {
 }
 
 // maxEventSize bounds one watch event, as client-go does: a broken or
-// hostile stream must not make proa buffer without end.
-const maxEventSize = 16 << 20
+// hostile stream must not make proa buffer without end. A variable for
+// tests.
+var maxEventSize = 16 << 20
 
 // frameLimit fails a read once more than maxEventSize bytes were read since
 // n was last reset (before each event).
@@ -361,11 +362,10 @@ type frameLimit struct {
 }
 
 func (f *frameLimit) Read(p []byte) (int, error) {
-	if f.n > maxEventSize {
-		return 0, fmt.Errorf("watch event larger than %d bytes", maxEventSize)
-	}
 	n, err := f.r.Read(p)
-	f.n += n
+	if f.n += n; f.n > maxEventSize {
+		return n, fmt.Errorf("watch event larger than %d bytes", maxEventSize)
+	}
 	return n, err
 }
 

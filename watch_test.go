@@ -308,3 +308,78 @@ func TestWatchWrongUIDOrDeleted(t *testing.T) {
 		}
 	})
 }
+
+func TestWatchFallbackGETRetriesUntilItKnows(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	f.answer(stream(nil, make(chan string)), // an old server: silence for a missing Pod
+		raw(http.StatusServiceUnavailable, `{"kind":"Status","code":503,"message":"etcd is slow"}`),
+		raw(http.StatusForbidden, `{"kind":"Status","code":403,"message":"pods \"job-1\" is forbidden: User cannot get resource \"pods\""}`),
+		raw(http.StatusNotFound, f.file("get-absent.json")))
+	w, logs := watchPod(t, f, "")
+	st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+	if !strings.Contains(st.gone.Error(), "not found: set POD_NAME") {
+		t.Errorf("error %q", st.gone)
+	}
+	reqs := f.got()
+	if len(reqs) != 4 {
+		t.Errorf("requests %+v, want the watch and three GETs", reqs)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"checking that the pod exists forbidden`) {
+		t.Errorf("a 403 on the GET is not logged at ERROR with the rule:\n%s", logs)
+	}
+}
+
+func TestWatchErrorsKeepOrDropTheResumePoint(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(
+		stream(lines[:3], nil), // ... MODIFIED 580, then a clean end
+		stream([]string{`{"type":"ERROR","object":{"kind":"Status","code":500,"message":"internal error","details":{"retryAfterSeconds":1}}}`}, nil),
+		stream(lines[3:4], make(chan string)),
+	)
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "rv 581", hasRV("581"))
+	reqs := f.got()
+	checkWatch(t, reqs[1], "580")
+	checkWatch(t, reqs[2], "580") // a 500 in the stream keeps the resume point
+	if gap := reqs[2].At.Sub(reqs[1].At); gap < 900*time.Millisecond {
+		t.Errorf("retried after %s, want the ERROR's retryAfterSeconds 1", gap)
+	}
+}
+
+func TestWatchClosedAtOnceBacksOff(t *testing.T) {
+	fastTiming(t)
+	backoffFirst, backoffMax = 200*time.Millisecond, time.Second
+	f := newFakeAPI(t)
+	for range 50 {
+		f.answer(stream(nil, nil)) // 200, then nothing: a server that hangs up at once
+	}
+	watchPod(t, f, "")
+	time.Sleep(time.Second)
+	if n := len(f.got()); n > 8 {
+		t.Errorf("%d watch requests in a second against a server that hangs up at once: a hot loop", n)
+	}
+}
+
+func TestReadEventsLimitsEventSize(t *testing.T) {
+	saved := maxEventSize
+	maxEventSize = 64 << 10
+	t.Cleanup(func() { maxEventSize = saved })
+	big := `{"type":"ADDED","object":{"metadata":{"name":"x","annotations":{"a":"` + strings.Repeat("x", 2*maxEventSize) + `"}}}}`
+	err := readEvents(strings.NewReader(big), func(event) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("err = %v, want the size limit", err)
+	}
+	// Many events adding up to more than the limit are fine.
+	line := recorded(t, "watch-lifecycle.jsonl")[0] + "\n"
+	var sb strings.Builder
+	for sb.Len() <= maxEventSize+len(line) {
+		sb.WriteString(line)
+	}
+	n := 0
+	if err := readEvents(strings.NewReader(sb.String()), func(event) error { n++; return nil }); err != nil || n < 2 {
+		t.Errorf("%d events, err %v", n, err)
+	}
+}
