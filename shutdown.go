@@ -149,17 +149,27 @@ func shutdown(ctx context.Context, c *config, w *podWatcher, self string, sigs *
 // waitSidecarsExited follows the Pod until every regular sidecar shows
 // state.terminated, the Pod is gone, or ctx ends.
 func waitSidecarsExited(ctx context.Context, w *podWatcher, self string, only []string) error {
-	running, err := waitTerminated(ctx, w, func(p *pod) []sidecar {
-		sidecars, _ := splitContainers(p, self, only)
-		return sidecars
-	})
-	switch {
-	case err != nil:
-		return err
-	case len(running) > 0:
-		return fmt.Errorf("still running at the shutdown deadline: %v", running)
+	for {
+		st, changed := w.current()
+		if st.gone != nil {
+			return st.gone
+		}
+		var running []string
+		if st.pod != nil {
+			sidecars, _ := splitContainers(st.pod, self, only)
+			if running = stillRunning(st.pod, sidecars); len(running) == 0 {
+				return nil
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			if st.pod == nil {
+				return fmt.Errorf("no pod state before the shutdown deadline: %w", context.Cause(ctx))
+			}
+			return fmt.Errorf("still running at the shutdown deadline: %v", running)
+		}
 	}
-	return nil
 }
 
 // lastMainContainer decides, with --sidecar, whether this proa stops the
@@ -228,31 +238,6 @@ func runningPeers(p *pod, self string, only []string) (later, others []string) {
 		}
 	}
 	return later, others
-}
-
-// waitTerminated follows the Pod until every container that which picks has
-// terminated, and returns those still running when ctx ends; err is set
-// when the Pod is gone or its state never arrived.
-func waitTerminated(ctx context.Context, w *podWatcher, which func(*pod) []sidecar) (running []string, err error) {
-	for {
-		st, changed := w.current()
-		if st.gone != nil {
-			return nil, st.gone
-		}
-		if st.pod != nil {
-			if running = stillRunning(st.pod, which(st.pod)); len(running) == 0 {
-				return nil, nil
-			}
-		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			if st.pod == nil {
-				return nil, fmt.Errorf("no pod state before the shutdown deadline: %w", context.Cause(ctx))
-			}
-			return running, nil
-		}
-	}
 }
 
 // shutdownRequest sends one shutdown request, retrying connection errors and
