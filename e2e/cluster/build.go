@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -113,11 +112,22 @@ func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binari
 	return Binaries{Etcd: paths[0], APIServer: paths[1]}, nil
 }
 
+// goCommand finds the go command, also when sudo left it off PATH.
 func goCommand() string {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p
 	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
+	for _, root := range []string{os.Getenv("GOROOT"), "/usr/local/go"} {
+		if p := filepath.Join(root, "bin", "go"); root != "" && fileExists(p) {
+			return p
+		}
+	}
+	return "go"
+}
+
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
 
 func build(ctx context.Context, t tool, cacheDir, out string, log io.Writer) error {

@@ -106,30 +106,14 @@ func lifecycleRows(rep *report, ls []lifecycle, detail func(string, ...any)) {
 		}
 	}
 	n := len(ls)
-	rep.Rows = append(rep.Rows, row{
-		Figure: "reaction: ready status written → command started",
-		Value:  fmt.Sprintf("median %s, p95 %s (%d runs; %s–%s)", fmtMS(reaction.median()), fmtMS(reaction.pct(95)), n, fmtMS(reaction.min()), fmtMS(reaction.max())),
-		Target: "median < 10 ms, p95 < 50 ms",
-		Result: passIf(reaction.median() < reactionMedian && reaction.pct(95) < reactionP95),
-		Numbers: map[string]float64{"median_ms": msf(reaction.median()), "p95_ms": msf(reaction.pct(95)),
-			"min_ms": msf(reaction.min()), "max_ms": msf(reaction.max())},
-	})
-	rep.Rows = append(rep.Rows, row{
-		Figure: "shutdown: command exited → sidecar got the shutdown request",
-		Value:  fmt.Sprintf("median %s, p95 %s (%d runs)", fmtMS(toReq.median()), fmtMS(toReq.pct(95)), n),
-		Target: "median < 10 ms",
-		Result: passIf(toReq.median() < shutdownMedian),
-		Numbers: map[string]float64{"median_ms": msf(toReq.median()), "p95_ms": msf(toReq.pct(95)),
-			"min_ms": msf(toReq.min()), "max_ms": msf(toReq.max())},
-	})
-	rep.Rows = append(rep.Rows, row{
-		Figure: "shutdown: sidecar terminated status written → proa exited",
-		Value:  fmt.Sprintf("median %s, p95 %s (%d runs)", fmtMS(toExit.median()), fmtMS(toExit.pct(95)), n),
-		Target: "median < 10 ms",
-		Result: passIf(toExit.median() < shutdownMedian),
-		Numbers: map[string]float64{"median_ms": msf(toExit.median()), "p95_ms": msf(toExit.pct(95)),
-			"min_ms": msf(toExit.min()), "max_ms": msf(toExit.max())},
-	})
+	rep.Rows = append(rep.Rows,
+		latencyRow("reaction: ready status written → command started", "median < 10 ms, p95 < 50 ms",
+			reaction, fmt.Sprintf("%d runs; %s–%s", n, fmtMS(reaction.min()), fmtMS(reaction.max())),
+			reaction.median() < reactionMedian && reaction.pct(95) < reactionP95),
+		latencyRow("shutdown: command exited → sidecar got the shutdown request", "median < 10 ms",
+			toReq, fmt.Sprintf("%d runs", n), toReq.median() < shutdownMedian),
+		latencyRow("shutdown: sidecar terminated status written → proa exited", "median < 10 ms",
+			toExit, fmt.Sprintf("%d runs", n), toExit.median() < shutdownMedian))
 	rep.Rows = append(rep.Rows, row{
 		Figure:  "API requests per lifecycle (audit log)",
 		Value:   fmt.Sprintf("1 WATCH, 0 LIST, 0 other in %d of %d lifecycles", oneWatch, n),
@@ -258,3 +242,15 @@ func secs(d time.Duration) string { return fmt.Sprintf("%g s", d.Seconds()) }
 
 func round1(f float64) float64 { return float64(int64(f*10+0.5)) / 10 }
 func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }
+
+// latencyRow is a table row for a sample of latencies: median and p95.
+func latencyRow(figure, target string, d durations, note string, pass bool) row {
+	return row{
+		Figure: figure,
+		Value:  fmt.Sprintf("median %s, p95 %s (%s)", fmtMS(d.median()), fmtMS(d.pct(95)), note),
+		Target: target,
+		Result: passIf(pass),
+		Numbers: map[string]float64{"median_ms": msf(d.median()), "p95_ms": msf(d.pct(95)),
+			"min_ms": msf(d.min()), "max_ms": msf(d.max())},
+	}
+}
