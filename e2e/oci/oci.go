@@ -1,0 +1,296 @@
+// Package oci writes OCI image layout archives (the format of `docker save`
+// since Docker 25, `skopeo copy oci-archive:`, and `ctr images import`) with
+// the standard library only: a tar holding oci-layout, index.json and the
+// blobs. Output is byte-for-byte reproducible: the same input gives the same
+// archive, whatever the directory, clock or machine.
+//
+// Each image is a single layer. Several images with different platforms form
+// a multi-arch image: the top-level index.json points to one image index,
+// which lists one manifest per platform.
+package oci
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Media types of the OCI image specification.
+const (
+	MediaTypeIndex    = "application/vnd.oci.image.index.v1+json"
+	MediaTypeManifest = "application/vnd.oci.image.manifest.v1+json"
+	MediaTypeConfig   = "application/vnd.oci.image.config.v1+json"
+	MediaTypeLayer    = "application/vnd.oci.image.layer.v1.tar+gzip"
+)
+
+// File is one file of an image's single layer. Parent directories are added
+// (mode 0755, owned by root) when the files do not list them.
+type File struct {
+	Path     string // inside the image, e.g. "proa" or "bin/sh"; no leading slash needed
+	Mode     int64  // permission bits, e.g. 0o755
+	Data     []byte
+	Dir      bool   // a directory: Data is ignored
+	Symlink  string // when set, a symbolic link to this target: Data is ignored
+	UID, GID int
+}
+
+// Config is the runtime configuration of an image.
+type Config struct {
+	Entrypoint []string          `json:"Entrypoint,omitempty"`
+	Cmd        []string          `json:"Cmd,omitempty"`
+	Env        []string          `json:"Env,omitempty"`
+	User       string            `json:"User,omitempty"`
+	WorkingDir string            `json:"WorkingDir,omitempty"`
+	Labels     map[string]string `json:"Labels,omitempty"`
+}
+
+// Image is one platform's image.
+type Image struct {
+	OS      string // "linux"
+	Arch    string // GOARCH: amd64, arm64, arm, ppc64le, s390x, riscv64
+	Variant string // "v7" for arm, else ""
+	Files   []File
+	Config  Config
+}
+
+// Descriptor is an OCI content descriptor.
+type Descriptor struct {
+	MediaType   string            `json:"mediaType"`
+	Digest      string            `json:"digest"`
+	Size        int64             `json:"size"`
+	Platform    *Platform         `json:"platform,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Platform names an image's OS and architecture.
+type Platform struct {
+	Architecture string `json:"architecture"`
+	OS           string `json:"os"`
+	Variant      string `json:"variant,omitempty"`
+}
+
+type blob struct {
+	digest string
+	data   []byte
+}
+
+// Layout is an OCI layout being assembled.
+type layout struct {
+	blobs   []blob
+	created string
+}
+
+func (l *layout) add(mediaType string, data []byte) Descriptor {
+	sum := sha256.Sum256(data)
+	d := "sha256:" + hex.EncodeToString(sum[:])
+	if !slices.ContainsFunc(l.blobs, func(b blob) bool { return b.digest == d }) {
+		l.blobs = append(l.blobs, blob{d, data})
+	}
+	return Descriptor{MediaType: mediaType, Digest: d, Size: int64(len(data))}
+}
+
+func (l *layout) addJSON(mediaType string, v any) (Descriptor, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	return l.add(mediaType, b), nil
+}
+
+// Write writes an OCI layout archive of the images to w. name is the image
+// reference (e.g. "example.org/proa:1.0"); it is recorded in index.json as
+// both io.containerd.image.name (ctr, docker) and
+// org.opencontainers.image.ref.name (skopeo, with the tag only). created is
+// the creation time recorded in every config (use a fixed time, such as the
+// source revision's commit time, for reproducible output).
+//
+// With one image the index points to its manifest; with several it points
+// to an image index listing them.
+func Write(w io.Writer, name string, created time.Time, images ...Image) error {
+	if len(images) == 0 {
+		return fmt.Errorf("oci: no image to write")
+	}
+	l := &layout{created: created.UTC().Format(time.RFC3339)}
+	var manifests []Descriptor
+	for _, img := range images {
+		d, err := l.addImage(img)
+		if err != nil {
+			return err
+		}
+		manifests = append(manifests, d)
+	}
+	top := manifests[0]
+	if len(images) > 1 {
+		var err error
+		top, err = l.addJSON(MediaTypeIndex, map[string]any{
+			"schemaVersion": 2,
+			"mediaType":     MediaTypeIndex,
+			"manifests":     manifests,
+		})
+		if err != nil {
+			return err
+		}
+		top.Platform = nil
+	}
+	top.Annotations = map[string]string{
+		"io.containerd.image.name":          name,
+		"org.opencontainers.image.ref.name": refName(name),
+	}
+	index, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     MediaTypeIndex,
+		"manifests":     []Descriptor{top},
+	})
+	if err != nil {
+		return err
+	}
+	return l.writeTar(w, index)
+}
+
+// refName is the tag part of name, as OCI layouts name images.
+func refName(name string) string {
+	slash := strings.LastIndexByte(name, '/')
+	if i := strings.LastIndexByte(name, ':'); i > slash {
+		return name[i+1:]
+	}
+	return "latest"
+}
+
+func (l *layout) addImage(img Image) (Descriptor, error) {
+	if img.OS == "" {
+		img.OS = "linux"
+	}
+	tarball, err := layerTar(img.Files)
+	if err != nil {
+		return Descriptor{}, err
+	}
+	diffID := sha256.Sum256(tarball)
+	var gz bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // no name, no time: reproducible
+	if _, err := zw.Write(tarball); err != nil {
+		return Descriptor{}, err
+	}
+	if err := zw.Close(); err != nil {
+		return Descriptor{}, err
+	}
+	layer := l.add(MediaTypeLayer, gz.Bytes())
+	config, err := l.addJSON(MediaTypeConfig, map[string]any{
+		"created":      l.created,
+		"architecture": img.Arch,
+		"os":           img.OS,
+		"variant":      img.Variant,
+		"config":       img.Config,
+		"rootfs": map[string]any{
+			"type":     "layers",
+			"diff_ids": []string{"sha256:" + hex.EncodeToString(diffID[:])},
+		},
+		"history": []map[string]any{{"created": l.created, "created_by": "proa/e2e/oci"}},
+	})
+	if err != nil {
+		return Descriptor{}, err
+	}
+	manifest, err := l.addJSON(MediaTypeManifest, map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     MediaTypeManifest,
+		"config":        config,
+		"layers":        []Descriptor{layer},
+		"annotations":   img.Config.Labels,
+	})
+	if err != nil {
+		return Descriptor{}, err
+	}
+	manifest.Platform = &Platform{Architecture: img.Arch, OS: img.OS, Variant: img.Variant}
+	return manifest, nil
+}
+
+// layerTar is the uncompressed layer: the files in path order, with their
+// parent directories, every time stamp zero.
+func layerTar(files []File) ([]byte, error) {
+	entries := map[string]File{}
+	for _, f := range files {
+		p := strings.Trim(path.Clean("/"+f.Path), "/")
+		if p == "" {
+			return nil, fmt.Errorf("oci: file with empty path")
+		}
+		f.Path = p
+		entries[p] = f
+		for dir := path.Dir(p); dir != "."; dir = path.Dir(dir) {
+			if _, ok := entries[dir]; !ok {
+				entries[dir] = File{Path: dir, Dir: true, Mode: 0o755}
+			}
+		}
+	}
+	paths := make([]string, 0, len(entries))
+	for p := range entries {
+		paths = append(paths, p)
+	}
+	slices.Sort(paths)
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	for _, p := range paths {
+		f := entries[p]
+		h := &tar.Header{Name: p, Mode: f.Mode, Uid: f.UID, Gid: f.GID, ModTime: time.Unix(0, 0), Format: tar.FormatPAX}
+		switch {
+		case f.Dir:
+			h.Typeflag, h.Name = tar.TypeDir, p+"/"
+		case f.Symlink != "":
+			h.Typeflag, h.Linkname = tar.TypeSymlink, f.Symlink
+		default:
+			h.Typeflag, h.Size = tar.TypeReg, int64(len(f.Data))
+		}
+		if err := tw.WriteHeader(h); err != nil {
+			return nil, err
+		}
+		if h.Typeflag == tar.TypeReg {
+			if _, err := tw.Write(f.Data); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if err := tw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func (l *layout) writeTar(w io.Writer, index []byte) error {
+	tw := tar.NewWriter(w)
+	put := func(name string, data []byte) error {
+		h := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg, Format: tar.FormatPAX}
+		if err := tw.WriteHeader(h); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	dir := func(name string) error {
+		return tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, ModTime: time.Unix(0, 0), Typeflag: tar.TypeDir, Format: tar.FormatPAX})
+	}
+	if err := put("oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
+		return err
+	}
+	if err := put("index.json", index); err != nil {
+		return err
+	}
+	if err := dir("blobs/"); err != nil {
+		return err
+	}
+	if err := dir("blobs/sha256/"); err != nil {
+		return err
+	}
+	for _, b := range l.blobs {
+		if err := put("blobs/sha256/"+strings.TrimPrefix(b.digest, "sha256:"), b.data); err != nil {
+			return err
+		}
+	}
+	return tw.Close()
+}
