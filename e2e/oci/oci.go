@@ -294,3 +294,39 @@ func (l *layout) writeTar(w io.Writer, index []byte) error {
 	}
 	return tw.Close()
 }
+
+// Platforms proa is released for, as GOARCH and OCI variant.
+var Platforms = []Platform{
+	{OS: "linux", Architecture: "amd64"},
+	{OS: "linux", Architecture: "arm64"},
+	{OS: "linux", Architecture: "arm", Variant: "v7"},
+	{OS: "linux", Architecture: "ppc64le"},
+	{OS: "linux", Architecture: "s390x"},
+	{OS: "linux", Architecture: "riscv64"},
+}
+
+// ProaImage is the image users get for one platform: nothing but the static
+// binary at /proa, run as the unprivileged user 65532 (distroless's
+// "nonroot"), with the OCI labels that say what it is and where it came
+// from. The release and the real-node tests both build it here, so the tests
+// run the very image users pull.
+func ProaImage(p Platform, binary []byte, version, revision string, created time.Time) Image {
+	labels := map[string]string{
+		"org.opencontainers.image.title":       "proa",
+		"org.opencontainers.image.description": "Entrypoint for a Pod's main container: waits for sidecars, runs the command, stops the sidecars",
+		"org.opencontainers.image.version":     version,
+		"org.opencontainers.image.revision":    revision,
+		"org.opencontainers.image.source":      "https://github.com/proa-dev/proa",
+		"org.opencontainers.image.licenses":    "Apache-2.0",
+		"org.opencontainers.image.created":     created.UTC().Format(time.RFC3339),
+	}
+	return Image{
+		OS: p.OS, Arch: p.Architecture, Variant: p.Variant,
+		Files: []File{{Path: "proa", Mode: 0o755, Data: binary}},
+		Config: Config{
+			Entrypoint: []string{"/proa"},
+			User:       "65532:65532",
+			Labels:     labels,
+		},
+	}
+}
