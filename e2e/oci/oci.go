@@ -1,12 +1,23 @@
 // Package oci writes OCI image layout archives (the format of `docker save`
 // since Docker 25, `skopeo copy oci-archive:`, and `ctr images import`) with
 // the standard library only: a tar holding oci-layout, index.json and the
-// blobs. Output is byte-for-byte reproducible: the same input gives the same
-// archive, whatever the directory, clock or machine.
+// blobs, plus Docker's manifest.json. Output is byte-for-byte reproducible:
+// the same input gives the same archive, whatever the directory, clock or
+// machine.
 //
 // Each image is a single layer. Several images with different platforms form
 // a multi-arch image: the top-level index.json points to one image index,
 // which lists one manifest per platform.
+//
+// Who reads what: containerd (`ctr images import`, and Docker with the
+// containerd image store) and skopeo read oci-layout and index.json and
+// ignore manifest.json. Docker's classic image store reads only
+// manifest.json (moby's image/tarexport: no manifest.json, no load), which
+// lists every platform's config and layer by path, each with the image's
+// name in RepoTags. That store keeps one image per tag: `docker load
+// --platform linux/arm64` loads only that one; without --platform it loads
+// them all and the tag ends on the last entry, which is the first image
+// given to Write (manifest.json lists it last).
 package oci
 
 import (
@@ -107,11 +118,15 @@ func (l *layout) addJSON(mediaType string, v any) (Descriptor, error) {
 }
 
 // Write writes an OCI layout archive of the images to w. name is the image
-// reference (e.g. "example.org/proa:1.0"); it is recorded in index.json as
-// both io.containerd.image.name (ctr, docker) and
-// org.opencontainers.image.ref.name (skopeo, with the tag only). created is
-// the creation time recorded in every config (use a fixed time, such as the
-// source revision's commit time, for reproducible output).
+// reference (e.g. "example.org/proa:1.0"), normalized as Docker and
+// containerd do ("proa" becomes "docker.io/library/proa:latest"), so that a
+// Pod's image "proa:1.0" finds an archive named "proa:1.0" after `ctr -n
+// k8s.io images import`. It is recorded in index.json as both
+// io.containerd.image.name (ctr, docker) and
+// org.opencontainers.image.ref.name (skopeo, with the tag only), and in
+// manifest.json's RepoTags (docker's classic store). created is the creation
+// time recorded in every config (use a fixed time, such as the source
+// revision's commit time, for reproducible output).
 //
 // With one image the index points to its manifest; with several it points
 // to an image index listing them.
@@ -119,14 +134,27 @@ func Write(w io.Writer, name string, created time.Time, images ...Image) error {
 	if len(images) == 0 {
 		return fmt.Errorf("oci: no image to write")
 	}
+	name = normalizeName(name)
 	l := &layout{created: created.UTC().Format(time.RFC3339)}
 	var manifests []Descriptor
+	var docker []dockerManifest
 	for _, img := range images {
-		d, err := l.addImage(img)
+		d, config, layer, err := l.addImage(img)
 		if err != nil {
 			return err
 		}
 		manifests = append(manifests, d)
+		docker = append(docker, dockerManifest{
+			Config:   blobPath(config.Digest),
+			RepoTags: []string{name},
+			Layers:   []string{blobPath(layer.Digest)},
+		})
+	}
+	// The first image last: see the package comment.
+	docker = append(docker[1:], docker[0])
+	dockerJSON, err := json.Marshal(docker)
+	if err != nil {
+		return err
 	}
 	top := manifests[0]
 	if len(images) > 1 {
@@ -153,7 +181,18 @@ func Write(w io.Writer, name string, created time.Time, images ...Image) error {
 	if err != nil {
 		return err
 	}
-	return l.writeTar(w, index)
+	return l.writeTar(w, index, dockerJSON)
+}
+
+// dockerManifest is one entry of Docker's manifest.json.
+type dockerManifest struct {
+	Config   string
+	RepoTags []string
+	Layers   []string
+}
+
+func blobPath(digest string) string {
+	return "blobs/sha256/" + strings.TrimPrefix(digest, "sha256:")
 }
 
 // refName is the tag part of name, as OCI layouts name images.
@@ -165,40 +204,67 @@ func refName(name string) string {
 	return "latest"
 }
 
-func (l *layout) addImage(img Image) (Descriptor, error) {
+// normalizeName spells an image reference as Docker and containerd store it:
+// with a registry host (docker.io when the first component is not a host),
+// library/ for a one-component Docker Hub name, and a tag (latest when none).
+// A reference with a digest keeps it and gets no tag.
+func normalizeName(name string) string {
+	repo, suffix := name, ""
+	if i := strings.IndexByte(name, '@'); i >= 0 {
+		repo, suffix = name[:i], name[i:]
+	} else if i := strings.LastIndexByte(name, ':'); i > strings.LastIndexByte(name, '/') {
+		repo, suffix = name[:i], name[i:]
+	} else {
+		suffix = ":latest"
+	}
+	host, path, found := strings.Cut(repo, "/")
+	if !found || (host != "localhost" && !strings.ContainsAny(host, ".:")) {
+		host, path = "docker.io", repo
+	}
+	if host == "docker.io" && !strings.Contains(path, "/") {
+		path = "library/" + path
+	}
+	return host + "/" + path + suffix
+}
+
+// addImage adds one image's layer, config and manifest, and returns their
+// descriptors.
+func (l *layout) addImage(img Image) (manifest, config, layer Descriptor, err error) {
 	if img.OS == "" {
 		img.OS = "linux"
 	}
 	tarball, err := layerTar(img.Files)
 	if err != nil {
-		return Descriptor{}, err
+		return manifest, config, layer, err
 	}
 	diffID := sha256.Sum256(tarball)
 	var gz bytes.Buffer
 	zw, _ := gzip.NewWriterLevel(&gz, gzip.BestCompression) // no name, no time: reproducible
 	if _, err := zw.Write(tarball); err != nil {
-		return Descriptor{}, err
+		return manifest, config, layer, err
 	}
 	if err := zw.Close(); err != nil {
-		return Descriptor{}, err
+		return manifest, config, layer, err
 	}
-	layer := l.add(MediaTypeLayer, gz.Bytes())
-	config, err := l.addJSON(MediaTypeConfig, map[string]any{
+	layer = l.add(MediaTypeLayer, gz.Bytes())
+	cfg := map[string]any{
 		"created":      l.created,
 		"architecture": img.Arch,
 		"os":           img.OS,
-		"variant":      img.Variant,
 		"config":       img.Config,
 		"rootfs": map[string]any{
 			"type":     "layers",
 			"diff_ids": []string{"sha256:" + hex.EncodeToString(diffID[:])},
 		},
 		"history": []map[string]any{{"created": l.created, "created_by": "proa/e2e/oci"}},
-	})
-	if err != nil {
-		return Descriptor{}, err
 	}
-	manifest, err := l.addJSON(MediaTypeManifest, map[string]any{
+	if img.Variant != "" {
+		cfg["variant"] = img.Variant
+	}
+	if config, err = l.addJSON(MediaTypeConfig, cfg); err != nil {
+		return manifest, config, layer, err
+	}
+	manifest, err = l.addJSON(MediaTypeManifest, map[string]any{
 		"schemaVersion": 2,
 		"mediaType":     MediaTypeManifest,
 		"config":        config,
@@ -206,10 +272,10 @@ func (l *layout) addImage(img Image) (Descriptor, error) {
 		"annotations":   img.Config.Labels,
 	})
 	if err != nil {
-		return Descriptor{}, err
+		return manifest, config, layer, err
 	}
 	manifest.Platform = &Platform{Architecture: img.Arch, OS: img.OS, Variant: img.Variant}
-	return manifest, nil
+	return manifest, config, layer, nil
 }
 
 // layerTar is the uncompressed layer: the files in path order, with their
@@ -262,7 +328,7 @@ func layerTar(files []File) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func (l *layout) writeTar(w io.Writer, index []byte) error {
+func (l *layout) writeTar(w io.Writer, index, dockerManifest []byte) error {
 	tw := tar.NewWriter(w)
 	put := func(name string, data []byte) error {
 		h := &tar.Header{Name: name, Mode: 0o644, Size: int64(len(data)), ModTime: time.Unix(0, 0), Typeflag: tar.TypeReg, Format: tar.FormatPAX}
@@ -279,6 +345,9 @@ func (l *layout) writeTar(w io.Writer, index []byte) error {
 		return err
 	}
 	if err := put("index.json", index); err != nil {
+		return err
+	}
+	if err := put("manifest.json", dockerManifest); err != nil {
 		return err
 	}
 	if err := dir("blobs/"); err != nil {
@@ -310,13 +379,17 @@ var Platforms = []Platform{
 // "nonroot"), with the OCI labels that say what it is and where it came
 // from. The release and the real-node tests both build it here, so the tests
 // run the very image users pull.
+//
+// org.opencontainers.image.source is not set here: the project has no public
+// repository URL yet, and a made-up one would be worse than none. The
+// release adds it when given one (make release SOURCE_URL=...); the
+// Dockerfile has the same build argument.
 func ProaImage(p Platform, binary []byte, version, revision string, created time.Time) Image {
 	labels := map[string]string{
 		"org.opencontainers.image.title":       "proa",
 		"org.opencontainers.image.description": "Entrypoint for a Pod's main container: waits for sidecars, runs the command, stops the sidecars",
 		"org.opencontainers.image.version":     version,
 		"org.opencontainers.image.revision":    revision,
-		"org.opencontainers.image.source":      "https://github.com/proa-dev/proa",
 		"org.opencontainers.image.licenses":    "Apache-2.0",
 		"org.opencontainers.image.created":     created.UTC().Format(time.RFC3339),
 	}
