@@ -5,7 +5,9 @@ package main
 // the tests check the artefacts with independent readers: sha256sum, skopeo
 // (the OCI index and every platform's image, and Docker's manifest.json
 // through its docker-archive transport, which reads what `docker load`
-// reads), and containerd's ctr (import, then run the image under runc).
+// reads), and containerd's ctr (import, then run the image under runc). A
+// second build from a copy of the source in another directory must be
+// byte-for-byte the same.
 // skopeo and containerd come from Debian's packages; as root they are
 // installed when missing. Without root the tests that need them skip,
 // unless CI=true, where they fail.
@@ -46,7 +48,10 @@ const (
 	testRef      = "docker.io/library/" + testImage + ":" + testVersion
 )
 
-var dist string // the release under test
+var (
+	dist  string // the release under test
+	dist2 string // the same release, built again from a copy of the source elsewhere
+)
 
 func TestMain(m *testing.M) {
 	flag.Parse()
@@ -72,15 +77,70 @@ func buildRelease(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(tmp)
 	dist = filepath.Join(tmp, "dist")
+	if err := makeRelease(root, dist); err != nil {
+		return 0, err
+	}
+	// The second build: the source's files in another directory, its output
+	// in another. (make release-check goes further: two clones, one with an
+	// empty build cache. Here the compiler's work comes from the cache, so
+	// this checks the link, the packing, and that no path leaks in.)
+	copyRoot := filepath.Join(tmp, "another", "copy", "of", "proa")
+	if err := copySource(root, copyRoot); err != nil {
+		return 0, err
+	}
+	dist2 = filepath.Join(tmp, "dist2")
+	if err := makeRelease(copyRoot, dist2); err != nil {
+		return 0, err
+	}
+	return m.Run(), nil
+}
+
+func makeRelease(root, out string) error {
 	start := time.Now()
-	cmd := exec.Command("make", "-s", "-C", root, "release", "DIST="+dist,
+	cmd := exec.Command("make", "-s", "-C", root, "release", "DIST="+out,
 		"VERSION="+testVersion, "REVISION="+testRevision,
 		"SOURCE_DATE_EPOCH="+strconv.Itoa(testEpoch), "SOURCE_URL="+testSource, "IMAGE="+testImage)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+		return fmt.Errorf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
 	}
-	fmt.Fprintf(os.Stderr, "make release: %.1fs\n", time.Since(start).Seconds())
-	return m.Run(), nil
+	fmt.Fprintf(os.Stderr, "make release in %s: %.1fs\n", root, time.Since(start).Seconds())
+	return nil
+}
+
+// copySource copies the files git knows of (tracked, or new and not
+// ignored: the working tree as it is, uncommitted changes included) from
+// root to dst.
+func copySource(root, dst string) error {
+	cmd := exec.Command("git", "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		return fmt.Errorf("git ls-files in %s: %v", root, err)
+	}
+	for _, name := range strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00") {
+		src := filepath.Join(root, name)
+		fi, err := os.Lstat(src)
+		if os.IsNotExist(err) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			return err
+		}
+		if !fi.Mode().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dst, name)), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dst, name), data, fi.Mode().Perm()); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // repoRoot is the nearest directory at or above this one whose go.mod
@@ -216,6 +276,35 @@ func TestArtefactsAndSums(t *testing.T) {
 	cmd.Dir = dist
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("sha256sum -c: %v\n%s", err, out)
+	}
+}
+
+// Two builds, from two directories, are byte-for-byte identical.
+func TestReproducible(t *testing.T) {
+	needRelease(t)
+	a, err := os.ReadDir(dist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadDir(dist2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(a) != len(b) {
+		t.Fatalf("%d artefacts, then %d", len(a), len(b))
+	}
+	for i := range a {
+		if a[i].Name() != b[i].Name() {
+			t.Fatalf("artefact %d: %s, then %s", i, a[i].Name(), b[i].Name())
+		}
+		x := readDist(t, a[i].Name())
+		y, err := os.ReadFile(filepath.Join(dist2, b[i].Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(x, y) {
+			t.Errorf("%s differs between the two builds (%d and %d bytes)", a[i].Name(), len(x), len(y))
+		}
 	}
 }
 
