@@ -27,7 +27,9 @@
 # on, take the index digest (not a per-platform one) of a newer tag:
 # docker buildx imagetools inspect golang:1.26-bookworm
 FROM --platform=$BUILDPLATFORM golang:1.26.8-bookworm@sha256:f4191582e1522dfc5980a6bdc0309a756f9697f3e7d0f199c7e26fc82ab324fd AS build
-ARG TARGETOS TARGETARCH TARGETVARIANT
+ARG TARGETOS
+ARG TARGETARCH
+ARG TARGETVARIANT
 # Printed by proa -V and sent in the User-Agent. Empty: 0.2.0-dev.
 ARG VERSION
 WORKDIR /src
