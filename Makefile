@@ -60,7 +60,7 @@ e2e:
 # and containerd's ctr (installing them from Debian's packages when missing,
 # as root).
 release-test:
-	cd e2e && $(GO) test -count=1 -timeout 10m ./oci ./cmd/release
+	cd e2e && $(GO) test -count=1 -timeout 20m ./oci ./cmd/release
 
 release:
 	@test -n "$(VERSION)" -a -n "$(REVISION)" -a -n "$(SOURCE_DATE_EPOCH)" || { \
