@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -111,5 +112,24 @@ func TestEndOfShutdown(t *testing.T) {
 		if got := endOfShutdown(&tt.c, tt.p, start, tt.terminating).Sub(start); got != tt.want {
 			t.Errorf("%s: shutdown ends %s after it starts, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// SPEC §3: the API connection never goes through HTTP_PROXY/HTTPS_PROXY: a
+// Pod's proxy settings are meant for its application, and a proxy that
+// cannot reach the service IP would hang proa. (Loopback is never proxied,
+// so a request to the fake API server could not tell; the transport can.)
+func TestAPIConnectionIgnoresProxyEnvironment(t *testing.T) {
+	f := newFakeAPI(t)
+	c, err := newKubeClient(env(f.env()), f.saDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, ok := c.http.Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport %T, want *http.Transport", c.http.Transport)
+	}
+	if tr.Proxy != nil {
+		t.Error("the API client's transport has a Proxy function: HTTPS_PROXY from the Pod's environment would apply")
 	}
 }
