@@ -272,6 +272,49 @@ func TestKillByNameWhenExeIsUnreadable(t *testing.T) {
 	}
 }
 
+// The wait for signalled processes also ends once every sidecar container
+// has exited: a process that ignores the signal (a kubectl exec shell)
+// must not hold proa until the deadline.
+func TestKillWaitEndsWhenSidecarsExited(t *testing.T) {
+	requireRoot(t)
+	f := newFakeAPI(t)
+	live := make(chan string, 1)
+	f.answer(stream(append(recorded(t, "watch-lifecycle.jsonl")[:4], podAt(t)), live))
+	env := f.env()
+	env["PROA_TEST_SA_DIR"] = f.saDir
+	done := make(chan podResult, 1)
+	dirs := make(chan string, 1)
+	start := time.Now()
+	go func() {
+		done <- runPodWith(t, podOpts{sidecars: []sidecarProc{{Exe: "stubborn"}}, env: env, dir: dirs},
+			"-k", "stubborn", "--kill-signal", "HUP", "--shutdown-timeout", "20s", "--", "/bin/true")
+	}()
+	// Once proa has signalled, the envoy container exits.
+	record := filepath.Join(<-dirs, "stubborn-0.signals")
+	for b, _ := os.ReadFile(record); !strings.Contains(string(b), "hangup"); b, _ = os.ReadFile(record) {
+		if time.Since(start) > 30*time.Second {
+			t.Fatal("proa did not signal the stubborn process")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	live <- podAt(t, envoyTerminated)
+	var res podResult
+	select {
+	case res = <-done:
+	case <-time.After(40 * time.Second):
+		t.Fatal("proa still running")
+	}
+	if got := res.signals["stubborn-0"]; !slices.Equal(got, []string{"hangup"}) {
+		t.Errorf("stubborn got %q, want [hangup]\n%s", got, res.proaLog)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("proa took %s: it waited for the signalled process after the sidecar containers had exited\n%s", d, res.proaLog)
+	}
+	if !strings.Contains(res.proaLog, `"msg":"sidecars exited"`) {
+		t.Errorf("no sidecars exited line:\n%s", res.proaLog)
+	}
+}
+
 var cmpNilEmpty = cmp.Transformer("nilEmpty", func(s []string) []string {
 	if len(s) == 0 {
 		return nil

@@ -228,7 +228,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 		code = runCommand(c, reaper, sigs.c, func() { probe.setRunning(true) }, log)
 		probe.setRunning(false)
 	}
-	shutdown(ctx, c, w, self, sigs, log)
+	shutdown(ctx, c, w, self, code, sigs, log)
 	probe.close()
 	log.Info("exiting", "code", code)
 	return code

@@ -23,7 +23,7 @@ func TestShutdownRequestDoesNotWaitForTheBody(t *testing.T) {
 	}))
 	defer srv.Close()
 	start := time.Now()
-	if err := shutdownRequest(context.Background(), http.DefaultClient, "POST", srv.URL, start.Add(20*time.Second), 0); err != nil {
+	if _, err := shutdownRequest(context.Background(), http.DefaultClient, "POST", srv.URL, until(start.Add(20*time.Second))); err != nil {
 		t.Errorf("err = %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
