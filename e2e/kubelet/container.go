@@ -29,6 +29,9 @@ type container struct {
 	native   bool
 	port     int
 	listener *net.TCPListener // reserved port, handed to the first start
+	// With Sidecar.ProxyAPI: the port that forwards to the API server.
+	proxyPort     int
+	proxyListener *net.TCPListener
 
 	// guarded by pod.mu
 	state        string // waiting, running, terminated
@@ -96,6 +99,10 @@ func (p *Pod) startContainer(c *container) {
 	if c.listener != nil {
 		c.listener.Close()
 		c.listener = nil
+	}
+	if c.proxyListener != nil {
+		c.proxyListener.Close()
+		c.proxyListener = nil
 	}
 	c.id = "containerd://" + randomHex(32)
 	if err != nil {
@@ -165,6 +172,25 @@ func (c *container) command() (*exec.Cmd, error) {
 		cfg, _ := json.Marshal(sidecarConfig{Name: c.spec.Name, Sidecar: *sc})
 		cmd.Env = []string{envRole + "=sidecar", envSidecar + "=" + string(cfg), envEvents + "=" + p.events.path,
 			"PATH=" + os.Getenv("PATH")}
+		if sc.ProxyAPI {
+			p.mu.Lock()
+			pl := c.proxyListener
+			p.mu.Unlock()
+			if pl == nil { // a restart: listen again on the same port
+				nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(c.proxyPort))
+				if err != nil {
+					return nil, err
+				}
+				pl = nl.(*net.TCPListener)
+				defer pl.Close()
+			}
+			pf, err := pl.File()
+			if err != nil {
+				return nil, err
+			}
+			cmd.ExtraFiles = append(cmd.ExtraFiles, pf) // fd 4
+			cmd.Env = append(cmd.Env, envProxyTo+"="+net.JoinHostPort(p.cl.Host, strconv.Itoa(p.cl.Port)))
+		}
 		if cmd.Path, err = k.executable(sc.Executable); err != nil {
 			return nil, err
 		}
@@ -179,12 +205,16 @@ func (c *container) command() (*exec.Cmd, error) {
 	if host == "" {
 		host = p.Name
 	}
+	apiPort := p.cl.Port
+	if pr.APIVia != "" {
+		apiPort = p.container(pr.APIVia).proxyPort
+	}
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOSTNAME=" + host,
 		"KUBERNETES_SERVICE_HOST=" + p.cl.Host,
-		"KUBERNETES_SERVICE_PORT=" + strconv.Itoa(p.cl.Port),
-		"KUBERNETES_SERVICE_PORT_HTTPS=" + strconv.Itoa(p.cl.Port),
+		"KUBERNETES_SERVICE_PORT=" + strconv.Itoa(apiPort),
+		"KUBERNETES_SERVICE_PORT_HTTPS=" + strconv.Itoa(apiPort),
 		envRole + "=app",
 		envEvents + "=" + p.events.path,
 		envAppName + "=" + c.spec.Name,
