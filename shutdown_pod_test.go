@@ -319,8 +319,8 @@ func TestShutdownDeadlineFollowsTheDeletion(t *testing.T) {
 		t.Errorf("exit code %d, want 5", code)
 	}
 	// Due 3 s after the deletion (whole seconds): proa ends a second before.
-	if d := time.Since(deletedAt); d < 900*time.Millisecond || d > 2500*time.Millisecond {
-		t.Errorf("proa exited %s after a deletion with a 3 s grace period; want 1-2 s", d)
+	if d := time.Since(deletedAt); d < 900*time.Millisecond || d > 2900*time.Millisecond {
+		t.Errorf("proa exited %s after a deletion with a 3 s grace period; want 1-2 s, before the SIGKILL at 3 s", d)
 	}
 }
 
