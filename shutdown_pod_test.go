@@ -380,3 +380,43 @@ func TestShutdownAPIConnectionLostAfterTheStop(t *testing.T) {
 		})
 	}
 }
+
+// The watcher's request counts behind step 4: a stream that breaks is not a
+// failure to connect; an answer that opens no stream (a 503 from a proxy
+// that is going away, a refused connection) is.
+func TestWatchCountsRequestsThatCouldNotOpen(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(
+		func(w http.ResponseWriter, r *http.Request) { // opened, then cut
+			stream(lines[:1], nil)(w, r)
+			w.Write([]byte(lines[2][:20]))
+		},
+		raw(http.StatusServiceUnavailable, `{"kind":"Status","code":503,"message":"upstream connect error"}`),
+		stream(lines[:1], make(chan string)),
+	)
+	w, _ := watchPod(t, f, "")
+	st := waitFor(t, w, "the third watch open", func(s podState) bool { return s.opened == 3 })
+	// The cut stream (request 1) did not count; the 503 (request 2) did.
+	if st.attempts != 3 || st.failed != 2 {
+		t.Errorf("attempts %d, opened %d, failed %d; want 3, 3, 2", st.attempts, st.opened, st.failed)
+	}
+	tests := []struct {
+		s     podState
+		after int // attempts when the stop was accepted
+		want  bool
+	}{
+		{podState{attempts: 3, opened: 3, failed: 2}, 1, false}, // connected again
+		{podState{attempts: 2, opened: 1, failed: 2}, 1, true},  // request 2 failed after the stop
+		{podState{attempts: 3, opened: 1, failed: 2}, 1, true},  // ... and request 3 is still trying
+		{podState{attempts: 2, opened: 1, failed: 2}, 2, false}, // request 2 began before the stop
+		{podState{attempts: 1, opened: 1, failed: 0}, 1, false}, // open
+		{podState{attempts: 5, opened: 2, failed: 4}, 2, true},  // failing since the stop
+	}
+	for _, tt := range tests {
+		if got := tt.s.connectionLost(tt.after); got != tt.want {
+			t.Errorf("%+v.connectionLost(%d) = %v, want %v", tt.s, tt.after, got, tt.want)
+		}
+	}
+}
