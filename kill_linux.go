@@ -298,21 +298,22 @@ func stillThere(root string, p process) error {
 }
 
 // waitProcessesGone waits until every signalled process has exited (or is a
-// zombie), and returns those still running when ctx ends.
+// zombie), and returns those still running when ctx ends (looked at once
+// more then: the sidecars' exit may be what ended it).
 func waitProcessesGone(ctx context.Context, procs []process) []process {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ended := false; ; {
 		procs = slices.DeleteFunc(procs, func(p process) bool {
 			now, ok := readStat(procRoot, p.pid)
 			return !ok || now.start != p.start || now.state == 'Z'
 		})
-		if len(procs) == 0 {
-			return nil
+		if len(procs) == 0 || ended {
+			return procs
 		}
 		select {
 		case <-ctx.Done():
-			return procs
+			ended = true
 		case <-tick.C:
 		}
 	}
