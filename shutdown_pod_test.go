@@ -276,31 +276,24 @@ func TestShutdownWhilePodStops(t *testing.T) {
 			t.Errorf("proa exited %s after the TERM, waiting for statuses the kubelet does not write", d)
 		}
 	})
-	t.Run("TERM during the wait", func(t *testing.T) {
-		q := newQuitServer(t)
-		_, argv := markerCommand(t, "0")
-		_, p, _ := podRun(t, []string{"-p", q.URL}, argv, gracePeriod(30))
-		p.waitLog(t, "shutdown request answered")
-		time.Sleep(200 * time.Millisecond)
-		termAt := time.Now()
-		p.cmd.Process.Signal(syscall.SIGTERM)
-		p.wait(t)
-		if d := time.Since(termAt); d > 5*time.Second {
-			t.Errorf("proa exited %s after the TERM", d)
-		}
-	})
-	t.Run("deletion shown during the wait", func(t *testing.T) {
-		q := newQuitServer(t)
-		_, argv := markerCommand(t, "0")
-		_, p, live := podRun(t, []string{"-p", q.URL}, argv, gracePeriod(30))
-		p.waitLog(t, "shutdown request answered")
-		deletedAt := time.Now()
-		live <- podAt(t, gracePeriod(30), deleting(30))
-		p.wait(t)
-		if d := time.Since(deletedAt); d > 5*time.Second {
-			t.Errorf("proa exited %s after the deletion", d)
-		}
-	})
+	for name, stop := range map[string]func(p *proaRun, live chan<- string){
+		"TERM during the wait":           func(p *proaRun, _ chan<- string) { p.cmd.Process.Signal(syscall.SIGTERM) },
+		"deletion shown during the wait": func(_ *proaRun, live chan<- string) { live <- podAt(t, gracePeriod(30), deleting(30)) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			q := newQuitServer(t)
+			_, argv := markerCommand(t, "0")
+			_, p, live := podRun(t, []string{"-p", q.URL}, argv, gracePeriod(30))
+			p.waitLog(t, "shutdown request answered")
+			time.Sleep(200 * time.Millisecond)
+			stopAt := time.Now()
+			stop(p, live)
+			p.wait(t)
+			if d := time.Since(stopAt); d > 5*time.Second {
+				t.Errorf("proa exited %s after the Pod began to stop", d)
+			}
+		})
+	}
 }
 
 // The deadline moves when the Pod's deletion shows, even in the middle of

@@ -153,18 +153,9 @@ func (c *container) command() (*exec.Cmd, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if sc := c.spec.Sidecar; sc != nil {
 		p.mu.Lock()
-		l := c.listener
+		l, pl := c.listener, c.proxyListener
 		p.mu.Unlock()
-		var err error
-		if l == nil {
-			nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(c.port))
-			if err != nil {
-				return nil, err
-			}
-			l = nl.(*net.TCPListener)
-			defer l.Close()
-		}
-		f, err := l.File()
+		f, err := listenerFile(l, c.port)
 		if err != nil {
 			return nil, err
 		}
@@ -173,18 +164,7 @@ func (c *container) command() (*exec.Cmd, error) {
 		cmd.Env = []string{envRole + "=sidecar", envSidecar + "=" + string(cfg), envEvents + "=" + p.events.path,
 			"PATH=" + os.Getenv("PATH")}
 		if sc.ProxyAPI {
-			p.mu.Lock()
-			pl := c.proxyListener
-			p.mu.Unlock()
-			if pl == nil { // a restart: listen again on the same port
-				nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(c.proxyPort))
-				if err != nil {
-					return nil, err
-				}
-				pl = nl.(*net.TCPListener)
-				defer pl.Close()
-			}
-			pf, err := pl.File()
+			pf, err := listenerFile(pl, c.proxyPort)
 			if err != nil {
 				return nil, err
 			}
@@ -257,6 +237,20 @@ func (c *container) command() (*exec.Cmd, error) {
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
 	}
 	return cmd, nil
+}
+
+// listenerFile is a file for the listening socket l to hand to a process,
+// or, when l is nil (a restart), for a new one on the same port.
+func listenerFile(l *net.TCPListener, port int) (*os.File, error) {
+	if l == nil {
+		nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return nil, err
+		}
+		l = nl.(*net.TCPListener)
+		defer l.Close() // the file is a copy
+	}
+	return l.File()
 }
 
 // pump reads one output stream of the container line by line.

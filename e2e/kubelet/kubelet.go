@@ -253,22 +253,36 @@ func (p *Pod) terminate() {
 	if g := p.Spec.TerminationGracePeriodSeconds; g > 0 {
 		grace = time.Duration(g) * time.Second
 	}
+	p.stopNatives(func() time.Duration { return grace })
+	p.finish()
+}
+
+// stopNatives stops the native sidecars in reverse start order, each with
+// SIGKILL after grace().
+func (p *Pod) stopNatives(grace func() time.Duration) {
 	for i := len(p.containers) - 1; i >= 0; i-- {
 		if c := p.containers[i]; c.native {
 			p.event("kubelet", "stopping native sidecar "+c.spec.Name, nil)
-			c.stop(grace)
+			c.stop(grace())
 		}
 	}
+}
+
+// finish sets the final phase once every container has stopped, and
+// releases the status writes a deletion held.
+func (p *Pod) finish() {
 	p.mu.Lock()
+	p.holdStatus = false
 	p.phase = "Succeeded"
 	for _, c := range p.containers {
 		if !c.native && c.exitCode != 0 {
 			p.phase = "Failed"
 		}
 	}
+	phase := p.phase
 	p.notifyLocked()
 	p.mu.Unlock()
-	p.event("kubelet", "pod "+p.phase, nil)
+	p.event("kubelet", "pod "+phase, nil)
 	p.markDirty()
 	close(p.finished)
 }
@@ -310,24 +324,8 @@ func (p *Pod) stopForDeletion(kill time.Time) {
 		}
 	}
 	wg.Wait()
-	for i := len(p.containers) - 1; i >= 0; i-- {
-		if c := p.containers[i]; c.native {
-			c.stop(time.Until(kill))
-		}
-	}
-	p.mu.Lock()
-	p.holdStatus = false
-	p.phase = "Succeeded"
-	for _, c := range p.containers {
-		if !c.native && c.exitCode != 0 {
-			p.phase = "Failed"
-		}
-	}
-	p.notifyLocked()
-	p.mu.Unlock()
-	p.event("kubelet", "every container stopped: pod "+p.Phase(), nil)
-	p.markDirty()
-	close(p.finished)
+	p.stopNatives(func() time.Duration { return time.Until(kill) })
+	p.finish()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	go func() {
