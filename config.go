@@ -242,6 +242,11 @@ func lookupFlag(arg string) (def flagDef, value string, hasValue bool, err error
 	return def, "", false, usagef("unknown flag %s (see proa --help; put -- before COMMAND if it is the command's flag)", arg)
 }
 
+// canStopSidecars tells whether proa was given a way to stop sidecars.
+func (c *config) canStopSidecars() bool {
+	return len(c.getURLs)+len(c.postURLs)+len(c.killNames) > 0 || c.killAll
+}
+
 func (c *config) readEnv() error {
 	var err error
 	if v := c.env("PROA_CONTAINER_NAME"); v != "" {

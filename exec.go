@@ -26,7 +26,8 @@ var forwardedSignals = []os.Signal{
 // TERM or INT came: the kubelet's grace period runs from then.
 type signals struct {
 	c      chan os.Signal
-	termAt atomic.Int64 // unix nanoseconds; 0 until then
+	termAt atomic.Int64  // unix nanoseconds; 0 until then
+	termed chan struct{} // closed then
 }
 
 // notifySignals starts relaying; stop ends it.
@@ -37,14 +38,14 @@ func notifySignals() (s *signals, stop func()) {
 	// exit status: with SIGPIPE notified, the write just fails. (Notify, not
 	// Ignore: the command would inherit SIG_IGN.)
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	s = &signals{c: make(chan os.Signal, 16)}
+	s = &signals{c: make(chan os.Signal, 16), termed: make(chan struct{})}
 	done := make(chan struct{})
 	go func() {
 		for {
 			select {
 			case sig := <-raw:
-				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-					s.termAt.CompareAndSwap(0, time.Now().UnixNano())
+				if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && s.termAt.CompareAndSwap(0, time.Now().UnixNano()) {
+					close(s.termed)
 				}
 				select {
 				case s.c <- sig:
@@ -64,6 +65,14 @@ func (s *signals) terminating() time.Time {
 		return time.Time{}
 	}
 	return time.Unix(0, s.termAt.Load())
+}
+
+// terminated is closed when the first TERM or INT comes.
+func (s *signals) terminated() <-chan struct{} {
+	if s == nil {
+		return nil
+	}
+	return s.termed
 }
 
 // command is the running program.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -27,6 +28,12 @@ type process struct {
 	state     byte   // R, S, Z, ...
 	start     uint64 // start time in clock ticks: tells a process from a later one with the same PID
 	exe       string // base name of /proc/PID/exe, "" when unreadable
+	// When exe is unreadable (another user's process, or one with file
+	// capabilities: the link needs ptrace access, which containers lack by
+	// default), what else names it: the base name of argv[0] from
+	// /proc/PID/cmdline, and /proc/PID/comm (at most 15 bytes).
+	argv0, comm string
+	match       string // the rule that chose it: exe, argv0, comm or kill-all
 }
 
 // readProcesses walks root once. Processes that vanish mid-walk or cannot be
@@ -51,17 +58,35 @@ func readProcesses(root string) ([]process, error) {
 }
 
 func readProcess(root string, pid int) (process, bool) {
+	p, ok := readStat(root, pid)
+	if !ok {
+		return p, false
+	}
 	dir := filepath.Join(root, strconv.Itoa(pid))
-	stat, err := os.ReadFile(filepath.Join(dir, "stat"))
+	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
+		p.exe = filepath.Base(exe)
+		return p, true
+	}
+	if cmdline, err := os.ReadFile(filepath.Join(dir, "cmdline")); err == nil {
+		if argv0, _, _ := bytes.Cut(cmdline, []byte{0}); len(argv0) > 0 {
+			p.argv0 = filepath.Base(string(argv0))
+		}
+	}
+	if comm, err := os.ReadFile(filepath.Join(dir, "comm")); err == nil {
+		p.comm = strings.TrimSuffix(string(comm), "\n")
+	}
+	return p, true
+}
+
+// readStat reads /proc/PID/stat only.
+func readStat(root string, pid int) (process, bool) {
+	stat, err := os.ReadFile(filepath.Join(root, strconv.Itoa(pid), "stat"))
 	if err != nil {
 		return process{}, false
 	}
 	p, ok := parseStat(stat)
 	if !ok || p.pid != pid {
 		return process{}, false
-	}
-	if exe, err := os.Readlink(filepath.Join(dir, "exe")); err == nil {
-		p.exe = filepath.Base(exe)
 	}
 	return p, true
 }
@@ -128,11 +153,52 @@ func killTargets(procs []process, self int, names []string, all bool) ([]process
 		if p.pid == 1 || p.state == 'Z' || descendsFromSelf(p.pid) {
 			continue
 		}
-		if all || (p.exe != "" && slices.Contains(names, p.exe)) {
+		if p.match = matchName(p, names); all && p.match == "" {
+			p.match = "kill-all"
+		}
+		if p.match != "" {
 			out = append(out, p)
 		}
 	}
 	return out, nil
+}
+
+// commLen is the kernel's limit on /proc/PID/comm (TASK_COMM_LEN less the
+// terminating NUL).
+const commLen = 15
+
+// matchName tells which rule makes p one of the named processes, or "":
+// the base name of its executable, else (when that is unreadable) the base
+// name of its argv[0], else its comm, compared with the name cut as the
+// kernel cuts it.
+func matchName(p process, names []string) string {
+	for _, name := range names {
+		switch {
+		case p.exe != "":
+			if p.exe == name {
+				return "exe"
+			}
+		case p.argv0 == name:
+			return "argv0"
+		case p.comm != "" && p.comm == name[:min(len(name), commLen)]:
+			return "comm"
+		}
+	}
+	return ""
+}
+
+// name is what the process is called in logs: what matched it, else the
+// first known of its names.
+func (p process) name() string {
+	switch {
+	case p.match == "comm":
+		return p.comm
+	case p.exe != "":
+		return p.exe
+	case p.argv0 != "":
+		return p.argv0
+	}
+	return p.comm
 }
 
 // killProcesses signals the processes that -k and -K choose and returns
@@ -151,13 +217,17 @@ func killProcesses(c *config, log *slog.Logger) []process {
 	}
 	var signalled []process
 	for _, p := range procs {
-		if err := syscall.Kill(p.pid, c.killSignal); err != nil {
-			if !errors.Is(err, syscall.ESRCH) {
-				log.Warn("signalling process failed", "pid", p.pid, "exe", p.exe, "signal", c.killSignal.String(), "err", err)
+		if err := signalProcess(procRoot, p, c.killSignal); err != nil {
+			switch {
+			case errors.Is(err, syscall.ESRCH): // exited meanwhile
+			case errors.Is(err, errPIDReused):
+				log.Info("not signalling a process whose PID was reused", "pid", p.pid, "name", p.name())
+			default:
+				log.Warn("signalling process failed", "pid", p.pid, "name", p.name(), "signal", c.killSignal.String(), "err", err)
 			}
 			continue
 		}
-		log.Info("signalled process", "pid", p.pid, "exe", p.exe, "signal", c.killSignal.String())
+		log.Info("signalled process", "pid", p.pid, "exe", p.exe, "name", p.name(), "match", p.match, "signal", c.killSignal.String())
 		signalled = append(signalled, p)
 	}
 	if len(signalled) == 0 {
@@ -166,22 +236,84 @@ func killProcesses(c *config, log *slog.Logger) []process {
 	return signalled
 }
 
+// errPIDReused: the process walked has exited and its PID now belongs to
+// another one, which must not get the signal.
+var errPIDReused = errors.New("the PID now belongs to another process")
+
+// Syscall numbers, the same on every architecture Go supports but MIPS,
+// where these are not system calls: ENOSYS there, and kill is used.
+const (
+	sysPidfdSendSignal = 424
+	sysPidfdOpen       = 434
+)
+
+// pidfdOpen opens a pidfd (close-on-exec) for pid; a variable for tests.
+var pidfdOpen = func(pid int) (int, error) {
+	fd, _, errno := syscall.Syscall(sysPidfdOpen, uintptr(pid), 0, 0)
+	if errno != 0 {
+		return -1, errno
+	}
+	return int(fd), nil
+}
+
+// signalProcess sends sig to p unless p has exited and its PID was reused
+// since the walk. A pidfd pins the process that has the PID when it is
+// opened; if that process started when p did, it is p, and the signal
+// cannot reach another. Without pidfds (Linux before 5.3, or a seccomp
+// profile that refuses pidfd_open), kill after the same check leaves a
+// small window.
+func signalProcess(root string, p process, sig syscall.Signal) error {
+	fd, err := pidfdOpen(p.pid)
+	if errors.Is(err, syscall.ENOSYS) || errors.Is(err, syscall.EPERM) {
+		if err := stillThere(root, p); err != nil {
+			return err
+		}
+		return syscall.Kill(p.pid, sig)
+	}
+	if err != nil {
+		return err // ESRCH: exited and reaped
+	}
+	defer syscall.Close(fd)
+	if err := stillThere(root, p); err != nil {
+		return err
+	}
+	_, _, errno := syscall.Syscall6(sysPidfdSendSignal, uintptr(fd), uintptr(sig), 0, 0, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// stillThere checks that p's PID still belongs to p, by its start time:
+// nil, ESRCH when nothing has the PID, or errPIDReused.
+func stillThere(root string, p process) error {
+	now, ok := readStat(root, p.pid)
+	switch {
+	case !ok:
+		return syscall.ESRCH
+	case now.start != p.start:
+		return errPIDReused
+	}
+	return nil
+}
+
 // waitProcessesGone waits until every signalled process has exited (or is a
-// zombie), and returns those still running when ctx ends.
+// zombie), and returns those still running when ctx ends (looked at once
+// more then: the sidecars' exit may be what ended it).
 func waitProcessesGone(ctx context.Context, procs []process) []process {
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
-	for {
+	for ended := false; ; {
 		procs = slices.DeleteFunc(procs, func(p process) bool {
-			now, ok := readProcess(procRoot, p.pid)
+			now, ok := readStat(procRoot, p.pid)
 			return !ok || now.start != p.start || now.state == 'Z'
 		})
-		if len(procs) == 0 {
-			return nil
+		if len(procs) == 0 || ended {
+			return procs
 		}
 		select {
 		case <-ctx.Done():
-			return procs
+			ended = true
 		case <-tick.C:
 		}
 	}

@@ -48,6 +48,10 @@ func newKubeClient(env func(string) string, saDir string) (*kubeClient, error) {
 		return nil, err
 	}
 	t := http.DefaultTransport.(*http.Transport).Clone()
+	// Never through HTTP_PROXY/HTTPS_PROXY: they are meant for the
+	// application, and a proxy that cannot reach the service IP would hang
+	// proa (client-go in a Pod and the Rust proa ignore them too).
+	t.Proxy = nil
 	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	t.ForceAttemptHTTP2 = true
 	// The same health check client-go configures: a dead connection is

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -93,6 +94,12 @@ func TestEndOfShutdown(t *testing.T) {
 		return p
 	}
 	start := time.Date(2026, 1, 1, 0, 0, 10, 0, time.UTC)
+	// deleted is a Pod being deleted with that grace period, due at due.
+	deleted := func(term, deletion int64, due time.Time) *pod {
+		p := grace(term, deletion)
+		p.Metadata.DeletionTimestamp = due.Format(time.RFC3339)
+		return p
+	}
 	termAt := start.Add(-8 * time.Second) // SIGTERM came 8 s before the command exited
 	tests := []struct {
 		name        string
@@ -106,10 +113,35 @@ func TestEndOfShutdown(t *testing.T) {
 		{"after a TERM: a second before the kubelet's SIGKILL", config{}, grace(30, -1), termAt, 21 * time.Second},
 		{"after a TERM, long ago: at once", config{}, grace(5, -1), termAt, -4 * time.Second},
 		{"--shutdown-timeout is the user's word", config{shutdownTimeout: 20 * time.Second, shutdownTimeoutOK: true}, grace(5, -1), termAt, 20 * time.Second},
+		{"deletion due in 5 s: a second before", config{}, deleted(30, 30, start.Add(5*time.Second)), time.Time{}, 4 * time.Second},
+		{"deletion due in 5 s, with a TERM: the earlier", config{}, deleted(30, 30, start.Add(5*time.Second)), termAt, 4 * time.Second},
+		{"TERM earlier than the deletion's end", config{}, deleted(10, 10, start.Add(8*time.Second)), termAt, time.Second},
+		{"deletion with a longer grace period than the Pod's", config{}, deleted(10, 60, start.Add(60*time.Second)), time.Time{}, 59 * time.Second},
+		{"deletion due already", config{}, deleted(30, 30, start.Add(-3*time.Second)), time.Time{}, -4 * time.Second},
+		{"--shutdown-timeout ignores the deletion", config{shutdownTimeout: 20 * time.Second, shutdownTimeoutOK: true}, deleted(30, 30, start.Add(5*time.Second)), termAt, 20 * time.Second},
 	}
 	for _, tt := range tests {
 		if got := endOfShutdown(&tt.c, tt.p, start, tt.terminating).Sub(start); got != tt.want {
 			t.Errorf("%s: shutdown ends %s after it starts, want %s", tt.name, got, tt.want)
 		}
+	}
+}
+
+// SPEC §3: the API connection never goes through HTTP_PROXY/HTTPS_PROXY: a
+// Pod's proxy settings are meant for its application, and a proxy that
+// cannot reach the service IP would hang proa. (Loopback is never proxied,
+// so a request to the fake API server could not tell; the transport can.)
+func TestAPIConnectionIgnoresProxyEnvironment(t *testing.T) {
+	f := newFakeAPI(t)
+	c, err := newKubeClient(env(f.env()), f.saDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, ok := c.http.Transport.(*http.Transport)
+	if !ok {
+		t.Fatalf("transport %T, want *http.Transport", c.http.Transport)
+	}
+	if tr.Proxy != nil {
+		t.Error("the API client's transport has a Proxy function: HTTPS_PROXY from the Pod's environment would apply")
 	}
 }

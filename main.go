@@ -70,6 +70,14 @@
 // command. As PID 1, proa reaps every zombie. On a terminal, the command
 // gets the foreground, so that Ctrl-C reaches it once.
 //
+// At shutdown proa sends the -g and -p requests and the -k and -K signals,
+// then waits until every regular sidecar has exited, within the Pod's grace
+// period. It leaves the sidecars running when the kubelet will restart its
+// own container (restartPolicy Always, or OnFailure after a failure) and the
+// Pod is not being deleted. While the Pod is being stopped (a TERM came, or
+// it is being deleted) it waits only for the requests' answers, and ends a
+// second before the kubelet's SIGKILL.
+//
 // The README has the details: readiness rules, shutdown, kill mode, RBAC,
 // how proa uses the API, and what differs from the Rust proa.
 package main
@@ -228,7 +236,7 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 		code = runCommand(c, reaper, sigs.c, func() { probe.setRunning(true) }, log)
 		probe.setRunning(false)
 	}
-	shutdown(ctx, c, w, self, sigs, log)
+	shutdown(ctx, c, w, self, code, sigs, log)
 	probe.close()
 	log.Info("exiting", "code", code)
 	return code

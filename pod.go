@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"slices"
+	"time"
 )
 
 // pod holds the few fields of a Pod that proa reads. Decoding into it skips
@@ -49,12 +50,20 @@ type containerStatus struct {
 		Running *struct {
 			StartedAt string `json:"startedAt"`
 		} `json:"running"`
-		Terminated *struct {
-			ExitCode int    `json:"exitCode"`
-			Signal   int    `json:"signal"`
-			Reason   string `json:"reason"`
-		} `json:"terminated"`
+		Terminated *terminatedState `json:"terminated"`
 	} `json:"state"`
+	// LastState is the previous run's end, once the kubelet has restarted
+	// the container.
+	LastState struct {
+		Terminated *terminatedState `json:"terminated"`
+	} `json:"lastState"`
+}
+
+type terminatedState struct {
+	ExitCode   int    `json:"exitCode"`
+	Signal     int    `json:"signal"`
+	Reason     string `json:"reason"`
+	FinishedAt string `json:"finishedAt"` // RFC 3339, whole seconds
 }
 
 // sidecar is a container proa waits for.
@@ -171,6 +180,70 @@ func stillRunning(p *pod, sidecars []sidecar) []string {
 		}
 	}
 	return out
+}
+
+// notExitedSince lists the regular sidecars that have not exited since
+// shutdown began at start, when the Pod's state was before (nil if
+// unknown). A sidecar has exited when it shows state.terminated, or when the
+// kubelet has restarted it since (under OnFailure or Always it may do so at
+// once, and the status goes back to running): its restartCount grew, or its
+// lastState.terminated ended after start. Native sidecars are left out, as
+// in stillRunning.
+func notExitedSince(now, before *pod, sidecars []sidecar, start time.Time) []string {
+	// finishedAt has whole seconds: an exit in start's second counts.
+	from := start.Truncate(time.Second)
+	var out []string
+	for _, s := range sidecars {
+		if s.native {
+			continue
+		}
+		st := now.status(s)
+		switch {
+		case st == nil:
+		case st.State.Terminated != nil:
+			continue
+		case st.RestartCount > restartCount(before, s):
+			continue
+		case st.LastState.Terminated != nil:
+			if t, err := time.Parse(time.RFC3339, st.LastState.Terminated.FinishedAt); err == nil && !t.Before(from) {
+				continue
+			}
+		}
+		out = append(out, s.name)
+	}
+	return out
+}
+
+func restartCount(p *pod, s sidecar) int {
+	if p == nil {
+		return 0
+	}
+	if st := p.status(s); st != nil {
+		return st.RestartCount
+	}
+	return 0
+}
+
+// ownRestartPolicy is the restart policy of proa's own container: its own
+// when set, else the Pod's.
+func ownRestartPolicy(p *pod, self string) string {
+	for _, c := range p.Spec.Containers {
+		if c.Name == self && c.RestartPolicy != "" {
+			return c.RestartPolicy
+		}
+	}
+	return p.Spec.RestartPolicy
+}
+
+// deletion tells whether the Pod is being deleted, and when the deletion
+// is due: its deletionTimestamp, the end of the grace period the kubelet
+// gives it (zero if unreadable).
+func (p *pod) deletion() (due time.Time, deleting bool) {
+	if p == nil || p.Metadata.DeletionTimestamp == "" {
+		return time.Time{}, false
+	}
+	due, _ = time.Parse(time.RFC3339, p.Metadata.DeletionTimestamp)
+	return due, true
 }
 
 // ownContainer decides which container proa runs in: the one named by

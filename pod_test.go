@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -293,5 +294,70 @@ func TestSplitContainers(t *testing.T) {
 		if (err == nil && tt.want != "") || (err != nil && err.Error() != tt.want) {
 			t.Errorf("checkSidecarNames(%q) = %v, want %q", tt.only, err, tt.want)
 		}
+	}
+}
+
+func TestNotExitedSince(t *testing.T) {
+	start := time.Date(2026, 11, 22, 0, 0, 9, 500e6, time.UTC) // shutdown began at 00:00:09.5
+	last := func(finished string) string {
+		return `{"ready":true,"restartCount":1,"state":{"running":{}},"lastState":{"terminated":{"exitCode":0,"finishedAt":"` + finished + `"}}}`
+	}
+	restarted := `{"ready":true,"restartCount":1,"state":{"running":{}}}`
+	tests := []struct {
+		name             string
+		before, now      string // envoy's status
+		natives, nativeS string
+		want             []string
+	}{
+		{"still running", ready, ready, "", "", []string{"envoy"}},
+		{"terminated", ready, exited0, "", "", nil},
+		{"no status counts as running", "", "", "", "", []string{"envoy"}},
+		{"restarted at once: restartCount grew", ready, `{"ready":false,"restartCount":1,"state":{"running":{}}}`, "", "", nil},
+		{"restarted before shutdown: same restartCount", `{"ready":true,"restartCount":1,"state":{"running":{}}}`, `{"ready":true,"restartCount":1,"state":{"running":{}}}`, "", "", []string{"envoy"}},
+		// restartCount 1 at the start too (a state older than the restart):
+		// lastState decides.
+		{"lastState ended after the start", restarted, last("2026-11-22T00:00:10Z"), "", "", nil},
+		{"lastState ended in the start's second", restarted, last("2026-11-22T00:00:09Z"), "", "", nil},
+		{"lastState ended before the start", restarted, last("2026-11-22T00:00:08Z"), "", "", []string{"envoy"}},
+		{"native sidecars are not waited for", ready, exited0, "log", ready, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			status := func(envoy string) string {
+				var s []string
+				if envoy != "" {
+					s = append(s, `"envoy":`+envoy)
+				}
+				if tt.nativeS != "" {
+					s = append(s, `"log":`+tt.nativeS)
+				}
+				return strings.Join(s, ",")
+			}
+			before := mkpod(t, "Never", "main,envoy", tt.natives, status(tt.before))
+			now := mkpod(t, "Never", "main,envoy", tt.natives, status(tt.now))
+			if diff := cmp.Diff(tt.want, notExitedSince(now, before, sidecarsOf(now, "main"), start)); diff != "" {
+				t.Errorf("notExitedSince (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestOwnRestartPolicyAndDeletion(t *testing.T) {
+	p := mkpod(t, "OnFailure", "main,envoy=Never,app=Always", "", "")
+	for self, want := range map[string]string{"main": "OnFailure", "envoy": "Never", "app": "Always"} {
+		if got := ownRestartPolicy(p, self); got != want {
+			t.Errorf("ownRestartPolicy(%s) = %q, want %q", self, got, want)
+		}
+	}
+	if _, deleting := p.deletion(); deleting {
+		t.Error("a Pod without deletionTimestamp is being deleted")
+	}
+	p.Metadata.DeletionTimestamp = "2026-11-22T00:00:40Z"
+	if due, deleting := p.deletion(); !deleting || !due.Equal(time.Date(2026, 11, 22, 0, 0, 40, 0, time.UTC)) {
+		t.Errorf("deletion() = %s, %v", due, deleting)
+	}
+	var none *pod
+	if _, deleting := none.deletion(); deleting {
+		t.Error("no Pod is being deleted")
 	}
 }

@@ -287,7 +287,27 @@ func chooseContainers(c *config, p *pod, log *slog.Logger) (self string, err err
 	if err := checkSidecarNames(p, self, c.sidecars); err != nil {
 		return "", err
 	}
-	_, peers := splitContainers(p, self, c.sidecars)
+	sidecars, peers := splitContainers(p, self, c.sidecars)
 	log.Info("own container", "name", self, "rule", rule, "peers", names(peers, func(s sidecar) string { return s.name }))
+	warnSetup(c, p, self, rule, sidecars, log)
 	return self, nil
+}
+
+// warnSetup warns, once at start, about a setup that cannot work as the
+// user expects (SPEC §7).
+func warnSetup(c *config, p *pod, self, rule string, sidecars []sidecar, log *slog.Logger) {
+	if rule == "first container" && len(p.Spec.Containers) > 1 {
+		log.Warn("taking the first container as proa's own: set PROA_CONTAINER_NAME if it is not", "container", self)
+	}
+	var regular []string
+	for _, s := range sidecars {
+		if !s.native {
+			regular = append(regular, s.name)
+		}
+	}
+	// Under restartPolicy Always the Pod never completes anyway (shutdown
+	// leaves the sidecars running): nothing to warn about.
+	if len(regular) > 0 && !c.canStopSidecars() && willNotRestart(ownRestartPolicy(p, self), 0) {
+		log.Warn("no -g, -p, -k or -K: nothing will stop the sidecars, so the Pod completes only if they exit by themselves", "sidecars", regular)
+	}
 }

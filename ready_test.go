@@ -308,7 +308,7 @@ func TestPeerMainContainers(t *testing.T) {
 			logs := new(syncBuffer)
 			done := make(chan struct{})
 			go func() {
-				shutdown(context.Background(), c, w, tt.self, sigs, slog.New(slog.NewJSONHandler(logs, nil)))
+				shutdown(context.Background(), c, w, tt.self, 0, sigs, slog.New(slog.NewJSONHandler(logs, nil)))
 				close(done)
 			}()
 			select {

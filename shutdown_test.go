@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -55,9 +54,20 @@ func (q *quitServer) requests() []*http.Request {
 	return append([]*http.Request(nil), q.reqs...)
 }
 
+// fixedLimits are a request's limits that do not change.
+type fixedLimits struct {
+	end     time.Time
+	refused time.Duration
+}
+
+func (l fixedLimits) deadline() time.Time       { return l.end }
+func (l fixedLimits) refusedFor() time.Duration { return l.refused }
+
+func until(end time.Time) fixedLimits { return fixedLimits{end: end} }
+
 func TestShutdownRequestRetries5xx(t *testing.T) {
 	q := newQuitServer(t, 503, 500)
-	err := shutdownRequest(context.Background(), http.DefaultClient, "POST", q.URL+"/quitquitquit", time.Now().Add(10*time.Second), 0)
+	_, err := shutdownRequest(context.Background(), http.DefaultClient, "POST", q.URL+"/quitquitquit", until(time.Now().Add(10*time.Second)))
 	if err != nil {
 		t.Fatalf("shutdownRequest: %v", err)
 	}
@@ -77,7 +87,7 @@ func TestShutdownRequestRetries5xx(t *testing.T) {
 
 func TestShutdownRequest4xxIsFinal(t *testing.T) {
 	q := newQuitServer(t, 405)
-	err := shutdownRequest(context.Background(), http.DefaultClient, "GET", q.URL, time.Now().Add(10*time.Second), 0)
+	_, err := shutdownRequest(context.Background(), http.DefaultClient, "GET", q.URL, until(time.Now().Add(10*time.Second)))
 	if err == nil || err.Error() != "405 Method Not Allowed" {
 		t.Errorf("err = %v, want 405 Method Not Allowed", err)
 	}
@@ -101,7 +111,7 @@ func TestShutdownRequestRefused(t *testing.T) {
 	url := refusingURL(t)
 	t.Run("until the deadline", func(t *testing.T) {
 		start := time.Now()
-		err := shutdownRequest(context.Background(), http.DefaultClient, "POST", url, start.Add(700*time.Millisecond), 0)
+		_, err := shutdownRequest(context.Background(), http.DefaultClient, "POST", url, until(start.Add(700*time.Millisecond)))
 		if err == nil || !strings.Contains(err.Error(), "connection refused") {
 			t.Errorf("err = %v, want connection refused", err)
 		}
@@ -111,7 +121,7 @@ func TestShutdownRequestRefused(t *testing.T) {
 	})
 	t.Run("at most refusedFor without Kubernetes", func(t *testing.T) {
 		start := time.Now()
-		err := shutdownRequest(context.Background(), http.DefaultClient, "POST", url, start.Add(time.Hour), 500*time.Millisecond)
+		_, err := shutdownRequest(context.Background(), http.DefaultClient, "POST", url, fixedLimits{start.Add(time.Hour), 500 * time.Millisecond})
 		if err == nil {
 			t.Fatal("no error")
 		}
@@ -121,7 +131,7 @@ func TestShutdownRequestRefused(t *testing.T) {
 	})
 	t.Run("one attempt even past the deadline", func(t *testing.T) {
 		q := newQuitServer(t)
-		if err := shutdownRequest(context.Background(), http.DefaultClient, "GET", q.URL, time.Now().Add(-time.Second), 0); err != nil {
+		if _, err := shutdownRequest(context.Background(), http.DefaultClient, "GET", q.URL, until(time.Now().Add(-time.Second))); err != nil {
 			t.Errorf("err = %v", err)
 		}
 		if n := len(q.requests()); n != 1 {
@@ -147,7 +157,7 @@ func TestShutdownStopsRetryingOnceSidecarsExited(t *testing.T) {
 	log := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	done := make(chan struct{})
 	start := time.Now()
-	go func() { shutdown(context.Background(), c, w, "main", nil, log); close(done) }()
+	go func() { shutdown(context.Background(), c, w, "main", 0, nil, log); close(done) }()
 	time.Sleep(300 * time.Millisecond) // let the request fail and retry a few times
 	select {
 	case <-done:
@@ -175,17 +185,26 @@ func TestShutdownStopsRetryingOnceSidecarsExited(t *testing.T) {
 	}
 }
 
-func TestWaitSidecarsExitedEndsWithPod(t *testing.T) {
+// The Pod object gone (a forced deletion) ends shutdown at once.
+func TestShutdownEndsWithThePod(t *testing.T) {
 	f := newFakeAPI(t)
 	lines := recorded(t, "watch-lifecycle.jsonl")
-	deleted := strings.Replace(lines[4], `"type":"MODIFIED"`, `"type":"DELETED"`, 1)
-	f.answer(stream([]string{lines[0], deleted}, make(chan string)))
+	live := make(chan string, 1)
+	f.answer(stream(lines[:5], live))
 	w, _ := watchPod(t, f, "")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	err := waitSidecarsExited(ctx, w, "main", nil)
-	if err == nil || err.Error() != "pod rec3/job-1 was deleted" || errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("err = %v, want the deletion", err)
+	waitFor(t, w, "rv 582", hasRV("582"))
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hanging.Close()
+	c := &config{getURLs: []string{hanging.URL}, shutdownTimeout: time.Minute, shutdownTimeoutOK: true}
+	logs := new(syncBuffer)
+	time.AfterFunc(200*time.Millisecond, func() { live <- strings.Replace(lines[4], `"type":"MODIFIED"`, `"type":"DELETED"`, 1) })
+	start := time.Now()
+	shutdown(context.Background(), c, w, "main", 0, nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("shutdown took %s after the Pod was deleted", d)
+	}
+	if !strings.Contains(logs.String(), `"msg":"pod deleted: not waiting for the sidecars"`) {
+		t.Errorf("logs lack the deletion:\n%s", logs)
 	}
 }
 
@@ -201,13 +220,36 @@ func TestShutdownStopsAtItsDeadline(t *testing.T) {
 	c := &config{getURLs: []string{hanging.URL}, shutdownTimeout: 700 * time.Millisecond, shutdownTimeoutOK: true}
 	logs := new(syncBuffer)
 	start := time.Now()
-	shutdown(context.Background(), c, w, "main", nil, slog.New(slog.NewJSONHandler(logs, nil)))
+	shutdown(context.Background(), c, w, "main", 0, nil, slog.New(slog.NewJSONHandler(logs, nil)))
 	if d := time.Since(start); d < 700*time.Millisecond || d > 3*time.Second {
 		t.Errorf("shutdown took %s, want about its 700ms deadline", d)
 	}
 	for _, want := range []string{`"msg":"not all sidecars exited","err":"still running at the shutdown deadline: [envoy]"`, `"msg":"shutdown request failed"`} {
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("logs lack %s:\n%s", want, logs)
+		}
+	}
+}
+
+func TestWaitOver(t *testing.T) {
+	tests := []struct {
+		name string
+		v    waitView
+		want string // "" when the wait goes on
+	}{
+		{"statuses: a sidecar still runs", waitView{statuses: true, notExited: []string{"envoy"}, actionsDone: true}, ""},
+		{"statuses: every sidecar exited, requests still retrying", waitView{statuses: true}, waitExited},
+		{"no statuses: requests pending", waitView{}, ""},
+		{"no statuses: requests answered, processes gone", waitView{actionsDone: true}, waitDone},
+		{"the Pod is gone", waitView{deleted: true, statuses: true, notExited: []string{"envoy"}}, waitDeleted},
+		{"connection lost after the stop was accepted", waitView{statuses: true, notExited: []string{"envoy"}, lost: true}, waitLost},
+		{"deadline", waitView{statuses: true, notExited: []string{"envoy"}, pastDeadline: true}, waitDeadline},
+		{"done at the deadline: done", waitView{statuses: true, pastDeadline: true}, waitExited},
+	}
+	for _, tt := range tests {
+		over, why := waitOver(tt.v)
+		if over != (tt.want != "") || why != tt.want {
+			t.Errorf("%s: waitOver = %v, %q; want %q", tt.name, over, why, tt.want)
 		}
 	}
 }

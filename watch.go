@@ -38,6 +38,16 @@ type podState struct {
 	pod     *pod  // latest state, nil until the first event
 	gone    error // the Pod does not exist, was deleted, or cannot be watched
 	lastErr error // the latest transient error, for progress logs
+	// The watch requests so far, numbered from 1, with the number of the
+	// latest that opened a stream and of the latest that could not: shutdown
+	// tells from them that the API connection was lost (SPEC §6 step 4).
+	attempts, opened, failed int
+}
+
+// connectionLost tells whether a watch request made after the first
+// attempts could not be opened, and none has been opened since.
+func (s podState) connectionLost(after int) bool {
+	return s.failed > after && s.failed > s.opened
 }
 
 // Timing of the watch. Variables so that tests can shorten them.
@@ -92,9 +102,17 @@ func (w *podWatcher) run(ctx context.Context) {
 	)
 	for ctx.Err() == nil && !w.isGone() {
 		started := time.Now()
+		w.update(func(s *podState) { s.attempts++ })
 		events, err := w.watchOnce(ctx, &rv)
 		if ctx.Err() != nil || w.isGone() {
 			return
+		}
+		if err != nil {
+			w.update(func(s *podState) {
+				if s.opened < s.attempts {
+					s.failed = s.attempts
+				}
+			})
 		}
 		var wait time.Duration
 		var ae *apiError
@@ -185,7 +203,7 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 		return 0, err
 	}
 	defer resp.Body.Close()
-	w.update(func(s *podState) { s.lastErr = nil })
+	w.update(func(s *podState) { s.lastErr, s.opened = nil, s.attempts })
 
 	sawPod := false
 	err = readEvents(resp.Body, func(ev event) error {

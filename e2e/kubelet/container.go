@@ -29,6 +29,9 @@ type container struct {
 	native   bool
 	port     int
 	listener *net.TCPListener // reserved port, handed to the first start
+	// With Sidecar.ProxyAPI: the port that forwards to the API server.
+	proxyPort     int
+	proxyListener *net.TCPListener
 
 	// guarded by pod.mu
 	state        string // waiting, running, terminated
@@ -97,6 +100,10 @@ func (p *Pod) startContainer(c *container) {
 		c.listener.Close()
 		c.listener = nil
 	}
+	if c.proxyListener != nil {
+		c.proxyListener.Close()
+		c.proxyListener = nil
+	}
 	c.id = "containerd://" + randomHex(32)
 	if err != nil {
 		now := time.Now()
@@ -146,18 +153,9 @@ func (c *container) command() (*exec.Cmd, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if sc := c.spec.Sidecar; sc != nil {
 		p.mu.Lock()
-		l := c.listener
+		l, pl := c.listener, c.proxyListener
 		p.mu.Unlock()
-		var err error
-		if l == nil {
-			nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(c.port))
-			if err != nil {
-				return nil, err
-			}
-			l = nl.(*net.TCPListener)
-			defer l.Close()
-		}
-		f, err := l.File()
+		f, err := listenerFile(l, c.port)
 		if err != nil {
 			return nil, err
 		}
@@ -165,6 +163,14 @@ func (c *container) command() (*exec.Cmd, error) {
 		cfg, _ := json.Marshal(sidecarConfig{Name: c.spec.Name, Sidecar: *sc})
 		cmd.Env = []string{envRole + "=sidecar", envSidecar + "=" + string(cfg), envEvents + "=" + p.events.path,
 			"PATH=" + os.Getenv("PATH")}
+		if sc.ProxyAPI {
+			pf, err := listenerFile(pl, c.proxyPort)
+			if err != nil {
+				return nil, err
+			}
+			cmd.ExtraFiles = append(cmd.ExtraFiles, pf) // fd 4
+			cmd.Env = append(cmd.Env, envProxyTo+"="+net.JoinHostPort(p.cl.Host, strconv.Itoa(p.cl.Port)))
+		}
 		if cmd.Path, err = k.executable(sc.Executable); err != nil {
 			return nil, err
 		}
@@ -179,12 +185,16 @@ func (c *container) command() (*exec.Cmd, error) {
 	if host == "" {
 		host = p.Name
 	}
+	apiPort := p.cl.Port
+	if pr.APIVia != "" {
+		apiPort = p.container(pr.APIVia).proxyPort
+	}
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOSTNAME=" + host,
 		"KUBERNETES_SERVICE_HOST=" + p.cl.Host,
-		"KUBERNETES_SERVICE_PORT=" + strconv.Itoa(p.cl.Port),
-		"KUBERNETES_SERVICE_PORT_HTTPS=" + strconv.Itoa(p.cl.Port),
+		"KUBERNETES_SERVICE_PORT=" + strconv.Itoa(apiPort),
+		"KUBERNETES_SERVICE_PORT_HTTPS=" + strconv.Itoa(apiPort),
 		envRole + "=app",
 		envEvents + "=" + p.events.path,
 		envAppName + "=" + c.spec.Name,
@@ -227,6 +237,20 @@ func (c *container) command() (*exec.Cmd, error) {
 		cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
 	}
 	return cmd, nil
+}
+
+// listenerFile is a file for the listening socket l to hand to a process,
+// or, when l is nil (a restart), for a new one on the same port.
+func listenerFile(l *net.TCPListener, port int) (*os.File, error) {
+	if l == nil {
+		nl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			return nil, err
+		}
+		l = nl.(*net.TCPListener)
+		defer l.Close() // the file is a copy
+	}
+	return l.File()
 }
 
 // pump reads one output stream of the container line by line.

@@ -91,11 +91,14 @@ type Pod struct {
 	phase       string
 	initialized bool
 	terminating bool
-	closedFlag  bool // Close was called
-	startTime   time.Time
-	writes      []StatusWrite
-	tokens      []string
-	secret      string // the Secret the first token is bound to
+	// holdStatus: the Pod is being deleted and its containers stopped; like
+	// the kubelet, write no status until every container has stopped.
+	holdStatus bool
+	closedFlag bool // Close was called
+	startTime  time.Time
+	writes     []StatusWrite
+	tokens     []string
+	secret     string // the Secret the first token is bound to
 
 	dirty     chan struct{}
 	closed    chan struct{}
@@ -141,6 +144,16 @@ func (k *Kubelet) Run(ctx context.Context, spec PodSpec) (p *Pod, err error) {
 			}
 			ct.listener = l.(*net.TCPListener)
 			ct.port = l.Addr().(*net.TCPAddr).Port
+			if c.Sidecar.ProxyAPI {
+				if spec.ShareProcessNamespace {
+					return fmt.Errorf("container %s: ProxyAPI needs a Pod without ShareProcessNamespace", c.Name)
+				}
+				if l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+					return err
+				}
+				ct.proxyListener = l.(*net.TCPListener)
+				ct.proxyPort = l.Addr().(*net.TCPAddr).Port
+			}
 		}
 		p.containers = append(p.containers, ct)
 		return nil
@@ -240,24 +253,97 @@ func (p *Pod) terminate() {
 	if g := p.Spec.TerminationGracePeriodSeconds; g > 0 {
 		grace = time.Duration(g) * time.Second
 	}
+	p.stopNatives(func() time.Duration { return grace })
+	p.finish()
+}
+
+// stopNatives stops the native sidecars in reverse start order, each with
+// SIGKILL after grace().
+func (p *Pod) stopNatives(grace func() time.Duration) {
 	for i := len(p.containers) - 1; i >= 0; i-- {
 		if c := p.containers[i]; c.native {
 			p.event("kubelet", "stopping native sidecar "+c.spec.Name, nil)
-			c.stop(grace)
+			c.stop(grace())
 		}
 	}
+}
+
+// finish sets the final phase once every container has stopped, and
+// releases the status writes a deletion held.
+func (p *Pod) finish() {
 	p.mu.Lock()
+	p.holdStatus = false
 	p.phase = "Succeeded"
 	for _, c := range p.containers {
 		if !c.native && c.exitCode != 0 {
 			p.phase = "Failed"
 		}
 	}
+	phase := p.phase
 	p.notifyLocked()
 	p.mu.Unlock()
-	p.event("kubelet", "pod "+p.phase, nil)
+	p.event("kubelet", "pod "+phase, nil)
 	p.markDirty()
 	close(p.finished)
+}
+
+// Delete deletes the Pod with a grace period, as kubectl delete
+// --grace-period=N does, then stops it as the kubelet does: the API server
+// sets deletionTimestamp (now + N) and deletionGracePeriodSeconds; the
+// kubelet sends SIGTERM to every regular container at once, then to the
+// native sidecars, and SIGKILL to those still running when the grace period
+// ends; it writes no container status until every container has stopped
+// (measured on a real kubelet 1.34), then removes the Pod object.
+func (p *Pod) Delete(ctx context.Context, grace int) error {
+	p.mu.Lock()
+	busy := p.terminating
+	p.mu.Unlock()
+	if busy {
+		return errors.New("the Pod is already finishing")
+	}
+	opts := cluster.Obj{"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": grace}
+	if err := p.cl.Do(ctx, "DELETE", "/api/v1/namespaces/"+p.Namespace+"/pods/"+p.Name, opts, nil); err != nil {
+		return fmt.Errorf("deleting the Pod: %w", err)
+	}
+	start := time.Now()
+	p.event("kubelet", fmt.Sprintf("pod deleted with a grace period of %ds: stopping every container", grace), nil)
+	p.mu.Lock()
+	p.terminating, p.holdStatus = true, true
+	p.wg.Add(1)
+	p.mu.Unlock()
+	go p.stopForDeletion(start.Add(time.Duration(grace) * time.Second))
+	return nil
+}
+
+func (p *Pod) stopForDeletion(kill time.Time) {
+	defer p.wg.Done()
+	var wg sync.WaitGroup
+	for _, c := range p.containers {
+		if !c.native {
+			wg.Go(func() { c.stop(time.Until(kill)) })
+		}
+	}
+	wg.Wait()
+	p.stopNatives(func() time.Duration { return time.Until(kill) })
+	p.finish()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		select {
+		case <-p.closed: // Close waits for this goroutine
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	if _, err := p.WaitWrite(ctx, "final status", func(w StatusWrite) bool { return w.Phase == p.Phase() }); err == nil {
+		opts := cluster.Obj{"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0,
+			"preconditions": cluster.Obj{"uid": p.UID}}
+		if err := p.cl.Do(ctx, "DELETE", "/api/v1/namespaces/"+p.Namespace+"/pods/"+p.Name, opts, nil); err != nil {
+			p.event("kubelet", "removing the Pod object: "+err.Error(), nil)
+		} else {
+			p.event("kubelet", "pod object removed", nil)
+		}
+	}
 }
 
 // Close kills every container process still running and stops the kubelet's
@@ -282,6 +368,10 @@ func (p *Pod) Close() {
 			if c.listener != nil {
 				c.listener.Close()
 				c.listener = nil
+			}
+			if c.proxyListener != nil {
+				c.proxyListener.Close()
+				c.proxyListener = nil
 			}
 			p.mu.Unlock()
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -24,6 +25,7 @@ const (
 	envPodInit = "PROA_E2E_PODINIT"
 	envEvents  = "PROA_E2E_EVENTS"
 	envAppName = "PROA_E2E_CONTAINER"
+	envProxyTo = "PROA_E2E_PROXY_TO" // a ProxyAPI sidecar's upstream, the API server
 )
 
 // maxLifetime bounds every helper process, in case nothing else stops it.
@@ -116,6 +118,14 @@ func sidecarMain() {
 		fmt.Fprintln(os.Stderr, "sidecar: no listener on fd 3:", err)
 		os.Exit(2)
 	}
+	if to := os.Getenv(envProxyTo); to != "" {
+		pl, err := net.FileListener(os.NewFile(4, "proxy"))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "sidecar: no proxy listener on fd 4:", err)
+			os.Exit(2)
+		}
+		go proxyTCP(pl, to)
+	}
 	start := time.Now()
 	var mu sync.Mutex
 	var forced *bool
@@ -193,6 +203,29 @@ func sidecarMain() {
 	say("started", map[string]any{"addr": l.Addr().String(), "pid": os.Getpid()})
 	srv.Serve(l)
 	select {} // Serve returns on Shutdown; the quit goroutine exits
+}
+
+// proxyTCP forwards every connection l accepts to the address to, until the
+// process exits, which ends them all at once (as a mesh proxy's exit does).
+func proxyTCP(l net.Listener, to string) {
+	for {
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer in.Close()
+			out, err := net.DialTimeout("tcp", to, 5*time.Second)
+			if err != nil {
+				return
+			}
+			defer out.Close()
+			done := make(chan struct{}, 2)
+			go func() { io.Copy(out, in); done <- struct{}{} }()
+			go func() { io.Copy(in, out); done <- struct{}{} }()
+			<-done
+		}()
+	}
 }
 
 var signalNames = map[string]syscall.Signal{"KILL": syscall.SIGKILL, "TERM": syscall.SIGTERM,
@@ -293,6 +326,16 @@ func appMain(args []string) {
 			}
 			traps[sig] = n
 			signal.Notify(sigs, sig)
+		case "fail-once":
+			path, code := arg(), arg()
+			n, err := strconv.Atoi(code)
+			if err != nil {
+				fail("%v", err)
+			}
+			if _, err := os.Stat(path); err != nil {
+				os.WriteFile(path, nil, 0o644)
+				exit(n)
+			}
 		case "ps":
 			say("ps", map[string]any{"processes": listProcesses()})
 		case "wait-file":

@@ -66,6 +66,11 @@ type Sidecar struct {
 	// hard link to the harness binary), as proa's -k NAME sees it in
 	// /proc/PID/exe.
 	Executable string
+	// ProxyAPI makes the sidecar also forward TCP connections from a port
+	// of its own to the API server, as a service mesh's proxy carries the
+	// Pod's outbound traffic: proa's API connection dies with the sidecar
+	// (see Proa.APIVia). Not with ShareProcessNamespace.
+	ProxyAPI bool
 }
 
 // Proa is proa's own container: proa runs in private mount and UTS
@@ -82,6 +87,9 @@ type Proa struct {
 	// PIDNamespace gives proa a new PID namespace (proa is PID 1) with its
 	// own /proc.
 	PIDNamespace bool
+	// APIVia names a ProxyAPI sidecar: proa reaches the API server through
+	// it (KUBERNETES_SERVICE_PORT is the sidecar's proxy port).
+	APIVia string
 }
 
 // URLOf, used as (part of) an argument in Proa.Args or Proa.Command, stands
@@ -120,6 +128,8 @@ const AppMarker = "@app"
 //	kill SIG        send itself SIG (KILL, TERM, INT, HUP, QUIT, USR1, USR2 or a number)
 //	trap SIG N      from now on, on SIG exit with code N
 //	wait-file PATH  wait until PATH exists
+//	fail-once PATH N  exit with code N unless PATH exists, creating it (the
+//	                first run of a retried container fails)
 //	ps              record a "ps" event: every PID in /proc with its executable's base name
 //
 // It exits 0 after the last action. It records "started", "signal" and

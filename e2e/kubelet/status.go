@@ -124,6 +124,12 @@ func (p *Pod) statusWriter() {
 		case <-p.closed:
 			return
 		}
+		p.mu.Lock()
+		held := p.holdStatus
+		p.mu.Unlock()
+		if held {
+			continue // marked dirty again once released
+		}
 		for attempt := 0; ; attempt++ {
 			p.mu.Lock()
 			obj, w := p.snapshotLocked()
