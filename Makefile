@@ -1,4 +1,7 @@
-# make test: every check CI runs (unit tests, then the real-control-plane suite).
+# make test: every check CI runs (unit tests, the real-control-plane suite,
+# then the real-node suite: proa in real Pods under a real kubelet).
+# make test-node: only the real-node suite (needs root; installs containerd,
+# runc, the CNI plugins, iptables and busybox-static when missing).
 # make demo: a real kube-apiserver + etcd on loopback, a Pod with a slow
 # sidecar, and proa doing its job, with a timeline at the end.
 # The first run builds kube-apiserver and etcd from the Go module proxy
@@ -6,9 +9,9 @@
 
 GO ?= go
 
-.PHONY: test unit e2e demo fuzz size bench
+.PHONY: test unit e2e test-node demo fuzz size bench
 
-test: unit e2e
+test: unit e2e test-node
 
 unit:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
@@ -19,6 +22,11 @@ unit:
 # -v streams the control plane's build progress on a first run.
 e2e:
 	cd e2e && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m -v .
+
+# Run from the package directory so that the output (the kubelet's build on
+# a first run) streams.
+test-node:
+	cd e2e/realnode && $(GO) test -count=1 -timeout 30m -v
 
 demo:
 	cd e2e && $(GO) run ./cmd/demo

@@ -235,6 +235,23 @@ func (p *Pod) WaitFor(ctx context.Context, what string, cond func(PodObj) bool) 
 	}
 }
 
+// WaitGone waits until the Pod is deleted.
+func (p *Pod) WaitGone(ctx context.Context) error {
+	for {
+		p.mu.Lock()
+		changed, gone := p.changed, p.gone
+		p.mu.Unlock()
+		if gone {
+			return nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return fmt.Errorf("pod %s/%s: not deleted before the test's deadline", p.Namespace, p.Name)
+		}
+	}
+}
+
 // Finished is a WaitFor condition: phase Succeeded or Failed.
 func Finished(p PodObj) bool { return p.Status.Phase == "Succeeded" || p.Status.Phase == "Failed" }
 

@@ -9,6 +9,7 @@
 package realnode
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"sort"
@@ -28,6 +29,14 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The scenarios mostly wait for the kubelet: run them all at once
+	// (unless -parallel says otherwise), not GOMAXPROCS at a time.
+	flag.Parse()
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		flag.Set("test.parallel", "16")
+	}
 	code := node.Main(m, func(n *node.Node) { nd = n })
 	if len(timings) > 0 {
 		sort.Strings(timings)
