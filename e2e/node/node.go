@@ -205,7 +205,13 @@ func cleanup(p plan, created []string, log io.Writer) error {
 		errs = append(errs, run("ip", "netns", "delete", p.ID))
 	}
 	for _, d := range created {
-		os.Remove(d) // only if empty: another run may be using it
+		// Only if empty: another run may be using it. ip netns makes
+		// /run/netns a mount point of its own, which stays after the last
+		// namespace is deleted.
+		if ents, err := os.ReadDir(d); err == nil && len(ents) == 0 {
+			syscall.Unmount(d, syscall.MNT_DETACH)
+			os.Remove(d)
+		}
 	}
 	if p.Keep {
 		fmt.Fprintln(log, "proa-e2e-node: kept", p.Dir)
