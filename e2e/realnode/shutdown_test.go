@@ -25,7 +25,10 @@ func TestDeletion(t *testing.T) {
 		deleteGrace int // -1: the Pod's
 		sidecarEnv  []string
 	}{
-		{"pod-grace", 20, -1, nil},
+		// The kubelet sends SIGTERM to every container at once: this
+		// sidecar drains for 1 s on it (as Envoy does), so it is there to
+		// answer proa's quit request, and then quits at once.
+		{"pod-grace", 20, -1, []string{"SIDECAR_TERM_DELAY=1s"}},
 		{"short-grace-slow-sidecar", 30, 5, []string{"SIDECAR_QUIT_DELAY=3s", "SIDECAR_TERM_DELAY=3s"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
