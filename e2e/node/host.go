@@ -35,6 +35,7 @@ var packages = []struct{ name, file string }{
 	{"containernetworking-plugins", "/usr/lib/cni/bridge"},
 	{"iptables", "/usr/sbin/iptables"},
 	{"busybox-static", "/bin/busybox"},
+	{"iproute2", "/usr/sbin/ip"},
 }
 
 // Busybox is where busybox-static installs its binary.
@@ -52,7 +53,7 @@ func preflight() string {
 	if len(cgroupV1Roots()) == 0 {
 		return "no cgroup v1 hierarchies are mounted under /sys/fs/cgroup (this harness runs the kubelet on cgroup v1 with the cgroupfs driver)"
 	}
-	for _, tool := range []string{"ip", "nsenter", "mount", "apt-get"} {
+	for _, tool := range []string{"nsenter", "mount", "apt-get"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return "no " + tool + " command"
 		}
