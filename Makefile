@@ -1,6 +1,9 @@
 # make build: proa for this machine, as ./proa (built as released).
 # make test: every check CI runs (unit tests, the real-control-plane suite,
-# the release artefacts read back by skopeo and containerd).
+# the release artefacts read back by skopeo and containerd, then the
+# real-node suite: proa in real Pods under a real kubelet).
+# make test-node: only the real-node suite (needs root; installs containerd,
+# runc, the CNI plugins, iptables and busybox-static when missing).
 # make demo: a real kube-apiserver + etcd on loopback, a Pod with a slow
 # sidecar, and proa doing its job, with a timeline at the end.
 # make release: the release artefacts in dist/ (no Docker needed): static
@@ -38,12 +41,12 @@ BUILD_FLAGS = -trimpath -buildvcs=false -ldflags='-s -w -X main.version=$(VERSIO
 # OS/ARCH[/VARIANT]; dist/proa-OS-ARCH[-VARIANT]. e2e/oci.Platforms lists the same.
 PLATFORMS = linux/amd64 linux/arm64 linux/arm/v7 linux/ppc64le linux/s390x linux/riscv64
 
-.PHONY: build test unit e2e release-test release release-check demo fuzz size bench
+.PHONY: build test unit e2e release-test test-node release release-check demo fuzz size bench
 
 build:
 	$(BUILD_ENV) $(GO) build $(BUILD_FLAGS) -o proa .
 
-test: unit e2e release-test
+test: unit e2e release-test test-node
 
 unit:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { gofmt -l .; echo "gofmt needed"; exit 1; }
@@ -92,6 +95,11 @@ release-check:
 	for f in $$(cat $$tmp/list-a); do cmp $$tmp/a/dist/$$f $$tmp/second-build/dist/$$f; done; \
 	echo "release-check: $$(wc -l < $$tmp/list-a) artefacts of $$rev identical:"; \
 	cat $$tmp/a/dist/SHA256SUMS
+
+# Run from the package directory so that the output (the kubelet's build on
+# a first run) streams.
+test-node:
+	cd e2e/realnode && $(GO) test -count=1 -timeout 30m -v
 
 demo:
 	cd e2e && $(GO) run ./cmd/demo

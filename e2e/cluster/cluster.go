@@ -28,7 +28,32 @@ type Options struct {
 	Bin Binaries  // from EnsureBinaries
 	Log io.Writer // progress lines; nil for none
 	Env []string  // extra environment for both servers
+	// Address is where kube-apiserver listens and what it advertises (the
+	// endpoint of the "kubernetes" Service); default 127.0.0.1. Its serving
+	// certificate has IP SANs for 127.0.0.1, Address and ServiceIP.
+	Address string
+	// ServiceAccountAdmission keeps the ServiceAccount admission plugin,
+	// which gives Pods their projected service-account volume: a real
+	// kubelet needs it. Without it (the simulated kubelet's suite) the
+	// plugin is disabled.
+	ServiceAccountAdmission bool
+	// StaticUsers get a static bearer token each (Cluster.Tokens), e.g. a
+	// kubelet's identity.
+	StaticUsers []StaticUser
+	// ExtraArgs are appended last to kube-apiserver's command line, so
+	// they win over the harness's own flags.
+	ExtraArgs []string
 }
+
+// StaticUser is a user of the token-auth file.
+type StaticUser struct {
+	Name   string
+	Groups []string
+}
+
+// ServiceIP is the ClusterIP of the "kubernetes" Service: the first address
+// of the service range.
+const ServiceIP = "10.0.0.1"
 
 // Cluster is a running etcd + kube-apiserver pair.
 type Cluster struct {
@@ -37,8 +62,10 @@ type Cluster struct {
 	Port       int
 	CAPEM      []byte // the CA that signed the serving certificate
 	AdminToken string // a system:masters static token
-	AuditLog   string // path of the audit log (service-account requests)
-	Dir        string
+	// Tokens maps each of Options.StaticUsers to its bearer token.
+	Tokens   map[string]string
+	AuditLog string // path of the audit log (service-account requests)
+	Dir      string
 
 	opts      Options
 	pki       *pki
@@ -71,16 +98,23 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	if opts.Log == nil {
 		opts.Log = io.Discard
 	}
-	c = &Cluster{Dir: opts.Dir, opts: opts, Host: "127.0.0.1"}
+	if opts.Address == "" {
+		opts.Address = "127.0.0.1"
+	}
+	c = &Cluster{Dir: opts.Dir, opts: opts, Host: opts.Address}
 	defer func() {
 		if err != nil {
 			c.Stop()
 		}
 	}()
-	if c.pki, err = writePKI(opts.Dir); err != nil {
+	sans := []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(ServiceIP)}
+	if ip := net.ParseIP(opts.Address); ip != nil && !ip.IsLoopback() {
+		sans = append(sans, ip)
+	}
+	if c.pki, err = writePKI(opts.Dir, sans, opts.StaticUsers); err != nil {
 		return nil, err
 	}
-	c.CAPEM, c.AdminToken = c.pki.caPEM, c.pki.adminToken
+	c.CAPEM, c.AdminToken, c.Tokens = c.pki.caPEM, c.pki.adminToken, c.pki.userTokens
 	c.AuditLog = filepath.Join(opts.Dir, "audit.log")
 	if err := os.WriteFile(filepath.Join(opts.Dir, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
 		return nil, err
@@ -189,10 +223,10 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 			return errors.New("kube-apiserver is already running")
 		}
 	}
-	s, err := c.startServer("kube-apiserver", []string{c.opts.Bin.APIServer,
+	args := []string{c.opts.Bin.APIServer,
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(c.etcdPort),
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
+		"--bind-address=" + c.Host,
+		"--advertise-address=" + c.Host,
 		"--secure-port=" + strconv.Itoa(c.Port),
 		"--tls-cert-file=" + c.pki.servingCert,
 		"--tls-private-key-file=" + c.pki.servingKey,
@@ -203,7 +237,6 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		"--service-account-signing-key-file=" + c.pki.saKey,
 		"--authorization-mode=RBAC",
 		"--service-cluster-ip-range=10.0.0.0/24",
-		"--disable-admission-plugins=ServiceAccount",
 		"--audit-policy-file=" + filepath.Join(c.Dir, "audit-policy.yaml"),
 		"--audit-log-path=" + c.AuditLog,
 		"--audit-log-mode=blocking",
@@ -211,7 +244,11 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		// Bound the graceful shutdown (open watches would otherwise hold it for
 		// the 60 s request timeout); new requests meanwhile get 429 + Retry-After.
 		"--shutdown-send-retry-after=true",
-	})
+	}
+	if !c.opts.ServiceAccountAdmission {
+		args = append(args, "--disable-admission-plugins=ServiceAccount")
+	}
+	s, err := c.startServer("kube-apiserver", append(args, c.opts.ExtraArgs...))
 	if err != nil {
 		return err
 	}

@@ -9,10 +9,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -21,11 +23,13 @@ type pki struct {
 	caCert, servingCert, servingKey, saKey, saPub, tokens string
 	caPEM                                                 []byte
 	adminToken                                            string
+	userTokens                                            map[string]string
 }
 
-// writePKI generates a test CA, a serving certificate for 127.0.0.1 signed by
-// it, a service-account signing key and an admin static token, under dir.
-func writePKI(dir string) (*pki, error) {
+// writePKI generates a test CA, a serving certificate for ips signed by it,
+// a service-account signing key, an admin static token and one for each
+// user, under dir.
+func writePKI(dir string, ips []net.IP, users []StaticUser) (*pki, error) {
 	p := &pki{
 		caCert:      filepath.Join(dir, "ca.crt"),
 		servingCert: filepath.Join(dir, "apiserver.crt"),
@@ -69,7 +73,7 @@ func writePKI(dir string) (*pki, error) {
 		NotAfter:     now.Add(48 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  ips,
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
 	}
 	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, ca, &srvKey.PublicKey, caKey)
@@ -90,11 +94,24 @@ func writePKI(dir string) (*pki, error) {
 		return nil, err
 	}
 
-	tok := make([]byte, 24)
-	if _, err := rand.Read(tok); err != nil {
+	newToken := func() (string, error) {
+		tok := make([]byte, 24)
+		_, err := rand.Read(tok)
+		return hex.EncodeToString(tok), err
+	}
+	if p.adminToken, err = newToken(); err != nil {
 		return nil, err
 	}
-	p.adminToken = hex.EncodeToString(tok)
+	tokens := p.adminToken + ",admin,admin,system:masters\n"
+	p.userTokens = map[string]string{}
+	for _, u := range users {
+		tok, err := newToken()
+		if err != nil {
+			return nil, err
+		}
+		p.userTokens[u.Name] = tok
+		tokens += fmt.Sprintf("%s,%s,%s,%q\n", tok, u.Name, u.Name, strings.Join(u.Groups, ","))
+	}
 
 	files := []struct {
 		name string
@@ -105,7 +122,7 @@ func writePKI(dir string) (*pki, error) {
 		{p.servingKey, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: srvKeyDER})},
 		{p.saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(saKey)})},
 		{p.saPub, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: saPubDER})},
-		{p.tokens, []byte(p.adminToken + ",admin,admin,system:masters\n")},
+		{p.tokens, []byte(tokens)},
 	}
 	for _, f := range files {
 		if err := os.WriteFile(f.name, f.data, 0o600); err != nil {

@@ -1,0 +1,243 @@
+package realnode
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"proa/e2e/cluster"
+	"proa/e2e/harness"
+	"proa/e2e/node"
+	"proa/e2e/oci"
+)
+
+// standIn is a local image that behaves, for the examples, like the image
+// they name: the same command (the examples' commands run as written), the
+// same ports and endpoints.
+type standIn struct {
+	prefix string           // of the image reference in examples/*.yaml (docker.io/library/ is implied)
+	ref    string           // the local image
+	build  func() oci.Image // how to build it; nil for one of the node's base images
+	what   string           // what it stands in for, and how
+}
+
+// standIns is the table of example images. To run an example that names a
+// new image, add a line here.
+func standIns() []standIn {
+	return []standIn{
+		{"registry.example.com/app-with-proa", node.BusyboxWithProaImage, nil,
+			"an application image with /proa (proa's image), sh and wget (busybox)"},
+		{"ghcr.io/proa-dev/proa", node.ProaImage, nil, "proa's image"},
+		{"busybox", node.BusyboxImage, nil, "Debian's static busybox"},
+		{"python:3", "proa-e2e.local/examples/python-sidecar:1", func() oci.Image {
+			img := node.Plain(nil, nd.Testbin("usr/local/bin/python3"))
+			img.Config.Env = append(img.Config.Env, "SIDECAR_NAME=python-sidecar", "SIDECAR_ADDR=:8080",
+				"SIDECAR_READY_PATH=/healthz", "SIDECAR_READY_AFTER_FROM=STARTUP_DELAY", "SIDECAR_QUIT=POST /quit")
+			return img
+		}, "the examples' Python sidecar script (python3 -c ...): not listening-ready for $STARTUP_DELAY s, then /healthz and / on :8080, exits on POST /quit or SIGTERM"},
+	}
+}
+
+// localImage finds the stand-in for ref and imports it.
+func localImage(ctx context.Context, ref string) (string, error) {
+	name := strings.TrimPrefix(strings.TrimPrefix(ref, "docker.io/library/"), "docker.io/")
+	for _, s := range standIns() {
+		if strings.HasPrefix(name, s.prefix) {
+			if s.build != nil {
+				if err := nd.AddImage(ctx, s.ref, s.build()); err != nil {
+					return "", err
+				}
+			}
+			return s.ref, nil
+		}
+	}
+	return "", fmt.Errorf("image %q has no local stand-in: add one to standIns in realnode/examples_test.go", ref)
+}
+
+// Scenario 9: every Job of examples/*.yaml runs as written, with local
+// images substituted, and completes. The objects of each file go into a
+// namespace of its own (or the one they name); the test plays the Job
+// controller: it creates the Job (no controller runs it), reads its Pod
+// template back as the API server stored it, and creates that Pod on the
+// node.
+func TestExamples(t *testing.T) {
+	t.Parallel()
+	node.Require(t)
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	if len(files) == 0 {
+		t.Fatal("no examples/*.yaml")
+	}
+	for _, file := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(file), ".yaml"), func(t *testing.T) {
+			t.Parallel()
+			runExample(t, file)
+		})
+	}
+}
+
+func runExample(t *testing.T, file string) {
+	ctx := testCtx(t, 3*time.Minute)
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defaultNS := "ex-" + podName(t)
+	if len(defaultNS) > 60 {
+		defaultNS = defaultNS[:60]
+	}
+	type job struct {
+		ns  string
+		obj map[string]any
+	}
+	var jobs []job
+	for i, doc := range splitYAML(string(data)) {
+		apiVersion, kind, ns := topLevel(doc)
+		where := fmt.Sprintf("%s document %d (%s)", filepath.Base(file), i+1, kind)
+		plural, namespaced, err := nd.Cluster.Resource(ctx, apiVersion, kind)
+		if err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		switch {
+		case !namespaced:
+			ns = ""
+		case ns == "":
+			ns = defaultNS
+		}
+		if ns != "" {
+			if err := nd.Namespace(ctx, ns); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var out map[string]any
+		if err := nd.Cluster.Send(ctx, cluster.Request{Method: "POST", Path: cluster.CreatePath(apiVersion, plural, ns),
+			Body: []byte(doc), ContentType: "application/yaml", Out: &out}); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+		if kind == "Job" {
+			jobs = append(jobs, job{ns, out})
+		}
+	}
+	if len(jobs) == 0 {
+		t.Skipf("%s holds no Job", filepath.Base(file))
+	}
+	for _, j := range jobs {
+		name := j.obj["metadata"].(map[string]any)["name"].(string)
+		tmpl := j.obj["spec"].(map[string]any)["template"].(map[string]any)
+		spec := tmpl["spec"].(map[string]any)
+		labels := map[string]any{}
+		if md, ok := tmpl["metadata"].(map[string]any); ok {
+			if l, ok := md["labels"].(map[string]any); ok {
+				labels = l
+			}
+		}
+		var containers []string
+		for _, key := range []string{"initContainers", "containers"} {
+			list, _ := spec[key].([]any)
+			for _, c := range list {
+				c := c.(map[string]any)
+				local, err := localImage(ctx, c["image"].(string))
+				if err != nil {
+					t.Fatalf("Job %s, container %s: %v", name, c["name"], err)
+				}
+				c["image"], c["imagePullPolicy"] = local, "Never"
+				if key == "containers" {
+					containers = append(containers, c["name"].(string))
+				}
+			}
+		}
+		pod := cluster.Obj{"apiVersion": "v1", "kind": "Pod", "spec": spec,
+			"metadata": cluster.Obj{"generateName": name + "-", "labels": labels}}
+		p, err := nd.CreatePod(ctx, j.ns, pod)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if !p.Gone() {
+				p.Delete(context.Background(), 0)
+			}
+			p.Close()
+			if t.Failed() {
+				t.Logf("pod %s/%s:\n%s", p.Namespace, p.Name, describe(p))
+			}
+		})
+		final := waitFinished(t, ctx, p, "Succeeded")
+		for _, c := range containers {
+			if code, ok := final.Pod.Terminated(c); ok && code != 0 {
+				t.Errorf("Job %s: container %s exited %d", name, c, code)
+			}
+		}
+		var proaC string
+		for _, c := range containers {
+			if len(proaLines(p, c, "starting")) > 0 {
+				proaC = c
+			}
+		}
+		if proaC == "" {
+			t.Errorf("Job %s: no container ran proa", name)
+			continue
+		}
+		started, exiting := proaLine(t, p, proaC, "running command"), proaLine(t, p, proaC, "exiting")
+		recordTiming(t, "Job %s: created -> command started %s (after the sidecar's start-up delay); proa exit -> phase %s %s",
+			name, ms(started.Time.Sub(p.Created)), final.Pod.Status.Phase, ms(final.Seen.Sub(exiting.Time)))
+	}
+}
+
+// splitYAML splits a multi-document YAML stream on "---" lines and drops
+// documents holding only comments and blank lines. (The API server parses
+// the documents themselves.)
+func splitYAML(data string) []string {
+	var docs, cur []string
+	flush := func() {
+		for _, l := range cur {
+			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
+				docs = append(docs, strings.Join(cur, "\n")+"\n")
+				break
+			}
+		}
+		cur = nil
+	}
+	for _, line := range strings.Split(data, "\n") {
+		if strings.TrimRight(line, " \t\r") == "---" || strings.HasPrefix(line, "--- ") {
+			flush()
+			continue
+		}
+		cur = append(cur, line)
+	}
+	flush()
+	return docs
+}
+
+var (
+	topKey = regexp.MustCompile(`^([A-Za-z]+):\s*(.*?)\s*$`)
+	nsKey  = regexp.MustCompile(`^  namespace:\s*["']?([^"'\s#]+)`)
+)
+
+// topLevel reads apiVersion, kind and metadata.namespace of a plain manifest.
+func topLevel(doc string) (apiVersion, kind, ns string) {
+	inMeta := false
+	for _, line := range strings.Split(doc, "\n") {
+		if m := topKey.FindStringSubmatch(line); m != nil {
+			inMeta = m[1] == "metadata"
+			switch v := strings.Trim(m[2], `"'`); m[1] {
+			case "apiVersion":
+				apiVersion = v
+			case "kind":
+				kind = v
+			}
+			continue
+		}
+		if m := nsKey.FindStringSubmatch(line); inMeta && m != nil && ns == "" {
+			ns = m[1]
+		}
+	}
+	return apiVersion, kind, ns
+}
