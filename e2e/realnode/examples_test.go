@@ -13,50 +13,111 @@ import (
 	"proa/e2e/cluster"
 	"proa/e2e/harness"
 	"proa/e2e/node"
-	"proa/e2e/oci"
 )
 
 // standIn is a local image that behaves, for the examples, like the image
-// they name: the same command (the examples' commands run as written), the
-// same ports and endpoints.
+// they name: the same command line (the examples' commands and args run as
+// written), the same paths, ports and endpoints.
 type standIn struct {
-	prefix string           // of the image reference in examples/*.yaml (docker.io/library/ is implied)
-	ref    string           // the local image
-	build  func() oci.Image // how to build it; nil for one of the node's base images
-	what   string           // what it stands in for, and how
+	prefix string // of the image reference in examples/*.yaml (docker.io/library/ is implied)
+	ref    string // the local image
+	// The local image is one of the node's images when exe is empty; else
+	// it holds only the test program (node/testbin) at exe, whose base name
+	// chooses its role, with this entrypoint and environment.
+	exe        string
+	entrypoint []string
+	env        []string
+	what       string // what it stands in for, and how
 }
 
 // standIns is the table of example images. To run an example that names a
-// new image, add a line here.
+// new image, add a line here (and, for a program with its own command
+// line, a role to node/testbin).
 func standIns() []standIn {
 	return []standIn{
-		{"registry.example.com/app-with-proa", node.BusyboxWithProaImage, nil,
-			"an application image with /proa (proa's image), sh and wget (busybox)"},
-		{"ghcr.io/proa-dev/proa", node.ProaImage, nil, "proa's image"},
-		{"busybox", node.BusyboxImage, nil, "Debian's static busybox"},
-		{"python:3", "proa-e2e.local/examples/python-sidecar:1", func() oci.Image {
-			img := node.Plain(nil, nd.Testbin("usr/local/bin/python3"))
-			img.Config.Env = append(img.Config.Env, "SIDECAR_NAME=python-sidecar", "SIDECAR_ADDR=:8080",
-				"SIDECAR_READY_PATH=/healthz", "SIDECAR_READY_AFTER_FROM=STARTUP_DELAY", "SIDECAR_QUIT=POST /quit")
-			return img
-		}, "the examples' Python sidecar script (python3 -c ...): not listening-ready for $STARTUP_DELAY s, then /healthz and / on :8080, exits on POST /quit or SIGTERM"},
+		{prefix: "registry.example.com/app-with-proa:", ref: node.BusyboxWithProaImage,
+			what: "an application image with /proa (proa's image) and sh, echo, sleep, wget, tee (busybox)"},
+		{prefix: "registry.example.com/proa:", ref: node.ProaImage, what: "proa's image (oci.ProaImage)"},
+		{prefix: "busybox", ref: node.BusyboxImage, what: "Debian's static busybox"},
+		{prefix: "python:3", ref: "proa-e2e.local/examples/python:3", exe: "usr/local/bin/python3",
+			env: []string{"SIDECAR_NAME=python", "SIDECAR_ADDR=:8080", "SIDECAR_OK_PATHS=/started",
+				"SIDECAR_READY_PATH=/ready", "SIDECAR_READY_AFTER=15s", "SIDECAR_READY_AFTER_FROM=WARMUP_SECONDS",
+				"SIDECAR_QUIT=POST /quit", "SIDECAR_QUIT_FROM=127.0.0.1"},
+			what: "the examples' Python sidecar (python3 -u -c SCRIPT, the script ignored): on :8080, /started 200, " +
+				"/ready 200 after $WARMUP_SECONDS (default 15) s, / 200, POST /quit from 127.0.0.1 exits 0 (403 from " +
+				"elsewhere), SIGTERM exits 0"},
+		{prefix: "gcr.io/cloud-sql-connectors/cloud-sql-proxy:2.", ref: "proa-e2e.local/examples/cloud-sql-proxy:2",
+			exe: "cloud-sql-proxy", entrypoint: []string{"/cloud-sql-proxy"},
+			what: "the Cloud SQL Auth Proxy v2: its flags (--health-check, --http-address, --quitquitquit, " +
+				"--exit-zero-on-sigterm, --port, ...) decide its health server, admin server and exit code"},
+		{prefix: "cr.fluentbit.io/fluent/fluent-bit:4.", ref: "proa-e2e.local/examples/fluent-bit:4",
+			exe: "fluent-bit/bin/fluent-bit", entrypoint: []string{"/fluent-bit/bin/fluent-bit"},
+			what: "Fluent Bit with a YAML configuration (-c FILE): its service section decides the health " +
+				"endpoint, its tail inputs are printed; no quit endpoint, SIGTERM exits 0"},
 	}
+}
+
+// standInFor is the stand-in for the image reference ref.
+func standInFor(ref string) (standIn, error) {
+	name := strings.TrimPrefix(strings.TrimPrefix(ref, "docker.io/library/"), "docker.io/")
+	for _, s := range standIns() {
+		if strings.HasPrefix(name, s.prefix) {
+			return s, nil
+		}
+	}
+	return standIn{}, fmt.Errorf("image %q has no local stand-in: add one to standIns in realnode/examples_test.go", ref)
 }
 
 // localImage finds the stand-in for ref and imports it.
 func localImage(ctx context.Context, ref string) (string, error) {
-	name := strings.TrimPrefix(strings.TrimPrefix(ref, "docker.io/library/"), "docker.io/")
-	for _, s := range standIns() {
-		if strings.HasPrefix(name, s.prefix) {
-			if s.build != nil {
-				if err := nd.AddImage(ctx, s.ref, s.build()); err != nil {
-					return "", err
-				}
-			}
-			return s.ref, nil
+	s, err := standInFor(ref)
+	if err != nil {
+		return "", err
+	}
+	if s.exe != "" {
+		img := node.Plain(s.entrypoint, nd.Testbin(s.exe))
+		img.Config.Env = append(img.Config.Env, s.env...)
+		if err := nd.AddImage(ctx, s.ref, img); err != nil {
+			return "", err
 		}
 	}
-	return "", fmt.Errorf("image %q has no local stand-in: add one to standIns in realnode/examples_test.go", ref)
+	return s.ref, nil
+}
+
+var imageLine = regexp.MustCompile(`(?m)^\s*(?:-\s+)?image:\s*["']?([^"'\s#]+)`)
+
+// Every image of the examples has a stand-in, and every stand-in serves an
+// example: the table holds no stale lines. (No node needed: this fails
+// fast, before scenario 9's Pods.)
+func TestStandInsMatchTheExamples(t *testing.T) {
+	t.Parallel()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(root, "examples", "*.yaml"))
+	used := map[string]bool{}
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range imageLine.FindAllStringSubmatch(string(data), -1) {
+			s, err := standInFor(m[1])
+			if err != nil {
+				t.Errorf("%s: %v", filepath.Base(file), err)
+			}
+			used[s.prefix] = true
+		}
+	}
+	if len(used) == 0 {
+		t.Fatal("no image in examples/*.yaml")
+	}
+	for _, s := range standIns() {
+		if !used[s.prefix] {
+			t.Errorf("stand-in %q (%s) serves no example: remove it from standIns", s.prefix, s.ref)
+		}
+	}
 }
 
 // Scenario 9: every Job of examples/*.yaml runs as written, with local

@@ -8,6 +8,14 @@
 //	app       the application proa runs: actions given as arguments
 //	mesh      a mesh-like TCP proxy to the API server that exits on
 //	          /quitquitquit, as istio-proxy does
+//	cloud-sql-proxy  the Cloud SQL Auth Proxy's stand-in, shaped by the
+//	          proxy's own flags (health checks, /quitquitquit)
+//	fluent-bit  Fluent Bit's stand-in, shaped by its YAML configuration
+//	          (health endpoint, tail inputs); stopped by a signal only
+//
+// The sidecar role is shaped by its environment (SIDECAR_*, see
+// sidecarFromEnv); the stand-ins of real images take the command lines
+// those images take, so a manifest runs on them as written.
 //
 // Every role writes its events as JSON lines on stdout, {"time","src","msg",
 // ...}, which the tests read back from the container's log.
@@ -33,8 +41,12 @@ func main() {
 		appMain(os.Args[1:])
 	case "mesh":
 		meshMain()
+	case "cloud-sql-proxy":
+		cloudSQLProxyMain(os.Args[1:])
+	case "fluent-bit":
+		fluentBitMain(os.Args[1:])
 	default:
-		sidecarMain(role)
+		sidecarFromEnv(role).run()
 	}
 }
 
