@@ -211,3 +211,32 @@ func TestShutdownStopsAtItsDeadline(t *testing.T) {
 		}
 	}
 }
+
+// A sidecar that answers 200 and then trickles its body (or never ends it)
+// has accepted the request: its status decides, the body is not awaited.
+func TestShutdownRequestDoesNotWaitForTheBody(t *testing.T) {
+	done := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusOK)
+		for range 100 {
+			w.Write([]byte("."))
+			w.(http.Flusher).Flush()
+			select {
+			case <-done:
+				return
+			case <-r.Context().Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(done) })
+	start := time.Now()
+	if err := shutdownRequest(context.Background(), http.DefaultClient, "POST", srv.URL, time.Now().Add(10*time.Second), 0); err != nil {
+		t.Fatalf("shutdownRequest: %v", err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("took %s: waited for the body after the 200", d)
+	}
+}
