@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/pem"
 	"net"
 	"net/http"
@@ -41,10 +42,15 @@ type apiRequest struct {
 
 // newFakeAPI starts the server (TLS, HTTP/2) and writes a service-account
 // directory that trusts it.
-func newFakeAPI(t *testing.T) *fakeAPI {
+func newFakeAPI(t *testing.T) *fakeAPI { return newFakeAPIWith(t, nil) }
+
+// newFakeAPIWith is newFakeAPI with the server's TLS configuration
+// (nil: httptest's) set before it starts.
+func newFakeAPIWith(t *testing.T, tlsConfig *tls.Config) *fakeAPI {
 	f := &fakeAPI{t: t, answers: make(chan http.HandlerFunc, 100), arrived: make(chan struct{}, 100)}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.srv.EnableHTTP2 = true
+	f.srv.TLS = tlsConfig
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	f.saDir = t.TempDir()
