@@ -67,8 +67,10 @@
 // the exit code.
 //
 // Signals TERM, INT, HUP, QUIT, USR1, USR2 and WINCH are forwarded to the
-// command. As PID 1, proa reaps every zombie. On a terminal, the command
-// gets the foreground, so that Ctrl-C reaches it once.
+// command, except a HUP or INT that proa's parent left ignored (nohup): it
+// stays ignored. As PID 1, proa reaps every zombie. On a terminal, the
+// command gets the foreground, so that Ctrl-C reaches it once, and Ctrl-Z
+// stops proa with it.
 //
 // The README has the details: readiness rules, shutdown, kill mode, RBAC,
 // how proa uses the API, and what differs from the Rust proa.
