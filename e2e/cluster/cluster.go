@@ -28,6 +28,10 @@ type Options struct {
 	Bin Binaries  // from EnsureBinaries
 	Log io.Writer // progress lines; nil for none
 	Env []string  // extra environment for both servers
+	// ExtraArgs are appended last to kube-apiserver's command line, so they
+	// win over the defaults (e.g. --feature-gates=WatchList=false,
+	// --disable-http2-serving).
+	ExtraArgs []string
 }
 
 // Cluster is a running etcd + kube-apiserver pair.
@@ -93,6 +97,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	c.URL = "https://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.CAPEM)
+	pool.AppendCertsFromPEM(c.pki.nextCAPEM) // the harness trusts the CA after RotateServingCA too
 	c.client = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: pool},
 		ForceAttemptHTTP2: true,
@@ -189,7 +194,7 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 			return errors.New("kube-apiserver is already running")
 		}
 	}
-	s, err := c.startServer("kube-apiserver", []string{c.opts.Bin.APIServer,
+	args := []string{c.opts.Bin.APIServer,
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(c.etcdPort),
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
@@ -211,7 +216,8 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 		// Bound the graceful shutdown (open watches would otherwise hold it for
 		// the 60 s request timeout); new requests meanwhile get 429 + Retry-After.
 		"--shutdown-send-retry-after=true",
-	})
+	}
+	s, err := c.startServer("kube-apiserver", append(args, c.opts.ExtraArgs...))
 	if err != nil {
 		return err
 	}
@@ -236,6 +242,27 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	if err := c.StopAPIServer(); err != nil {
 		return err
 	}
+	return c.StartAPIServer(ctx)
+}
+
+// RotateServingCA stops kube-apiserver and starts it again with a serving
+// certificate from a new CA, as after a rotation of the cluster CA; CAPEM
+// becomes the new CA (Pods written from then on trust it). It can be done
+// once.
+func (c *Cluster) RotateServingCA(ctx context.Context) error {
+	if c.pki.nextCAPEM == nil {
+		return errors.New("the serving CA was rotated already")
+	}
+	if err := c.StopAPIServer(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.pki.servingCert, c.pki.nextServingPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.pki.servingKey, c.pki.nextServingKeyPEM, 0o600); err != nil {
+		return err
+	}
+	c.CAPEM, c.pki.nextCAPEM = c.pki.nextCAPEM, nil
 	return c.StartAPIServer(ctx)
 }
 
