@@ -180,6 +180,18 @@ func stream(lines []string, live <-chan string) http.HandlerFunc {
 	}
 }
 
+// route answers a watch (a request for the collection) with watch, and
+// any other request with get.
+func route(watch, get http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") == "1" {
+			watch(w, r)
+		} else {
+			get(w, r)
+		}
+	}
+}
+
 // raw answers with a status, a body taken verbatim, and headers.
 func raw(code int, body string, header ...string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
