@@ -33,7 +33,16 @@ type signals struct {
 // notifySignals starts relaying; stop ends it.
 func notifySignals() (s *signals, stop func()) {
 	raw := make(chan os.Signal, 16)
-	signal.Notify(raw, forwardedSignals...)
+	for _, sig := range forwardedSignals {
+		// A signal proa's parent left ignored (nohup, trap '' HUP) stays
+		// ignored, as with tini: SIG_IGN survives exec, so the command
+		// inherits it, and proa neither forwards it nor acts on it. Go's
+		// runtime keeps that state for HUP and INT only: it has replaced the
+		// others' before main runs.
+		if !signal.Ignored(sig) {
+			signal.Notify(raw, sig)
+		}
+	}
 	// A broken stderr must not kill proa with SIGPIPE and lose the command's
 	// exit status: with SIGPIPE notified, the write just fails. (Notify, not
 	// Ignore: the command would inherit SIG_IGN.)
@@ -78,9 +87,16 @@ func (s *signals) terminated() <-chan struct{} {
 // command is the running program.
 type command struct {
 	proc *os.Process
-	// exited receives the command's wait status once.
+	// exited receives the command's wait statuses: a stop, each time it
+	// stops, and its exit.
 	exited <-chan syscall.WaitStatus
-	tty    bool // the command was given the terminal's foreground
+	// tty is the descriptor of the terminal whose foreground the command
+	// was given, or -1.
+	tty int
+	// cont receives SIGCONT, with a terminal: proa stopped itself after the
+	// command, and its parent continued it.
+	cont      chan os.Signal
+	suspended bool // proa stopped itself and was not continued yet
 }
 
 // reaper owns every wait for a child process: nothing else in proa may wait
@@ -115,7 +131,7 @@ func (r *reaper) start(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	exited := make(chan syscall.WaitStatus, 1)
+	exited := make(chan syscall.WaitStatus, 4)
 	pid := cmd.Process.Pid
 	if !r.all {
 		go waitPID(pid, exited)
@@ -129,17 +145,22 @@ func (r *reaper) start(cmd *exec.Cmd) (<-chan syscall.WaitStatus, error) {
 	return exited, nil
 }
 
+// waitPID delivers pid's stops and its exit. WUNTRACED: on a terminal,
+// Ctrl-Z stops the command, and proa must follow (see command.stopped).
 func waitPID(pid int, exited chan<- syscall.WaitStatus) {
 	for {
 		var ws syscall.WaitStatus
-		_, err := syscall.Wait4(pid, &ws, 0, nil)
+		_, err := syscall.Wait4(pid, &ws, syscall.WUNTRACED, nil)
 		if errors.Is(err, syscall.EINTR) {
 			continue
 		}
-		if err == nil {
-			exited <- ws
+		if err != nil {
+			return
 		}
-		return
+		exited <- ws
+		if !ws.Stopped() {
+			return
+		}
 	}
 }
 
@@ -148,11 +169,19 @@ func waitPID(pid int, exited chan<- syscall.WaitStatus) {
 func (r *reaper) reapAll() {
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(-1, &ws, 0, nil)
+		pid, err := syscall.Wait4(-1, &ws, syscall.WUNTRACED, nil)
 		switch {
 		case errors.Is(err, syscall.EINTR):
 		case err != nil: // ECHILD
 			<-r.wake
+		case ws.Stopped():
+			r.mu.Lock()
+			exited := r.waiting[pid]
+			r.mu.Unlock()
+			select {
+			case exited <- ws: // nil for an adopted orphan: nobody to tell
+			default:
+			}
 		default:
 			r.mu.Lock()
 			exited := r.waiting[pid]
@@ -169,38 +198,146 @@ func (r *reaper) reapAll() {
 // directory.
 func (r *reaper) startCommand(argv []string) (*command, error) {
 	cmd := exec.Command(argv[0], argv[1:]...)
+	if errors.Is(cmd.Err, exec.ErrDot) {
+		cmd.Err = nil // a relative directory in PATH is searched, as sh does
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	// On a terminal (kubectl run -it, docker run -t, a developer's shell),
 	// the terminal sends Ctrl-C to its foreground process group: give the
 	// command a group of its own in the foreground, or it would get every
 	// SIGINT twice, once from the terminal and once from proa.
-	tty := ownsTerminal()
-	if tty {
-		cmd.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: 0}
+	c := &command{tty: controllingTerminal()}
+	if c.tty >= 0 {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Foreground: true, Ctty: c.tty}
+		c.cont = make(chan os.Signal, 1)
+		signal.Notify(c.cont, syscall.SIGCONT)
 	}
 	exited, err := r.start(cmd)
 	if err != nil {
+		// The child may have taken the foreground before its exec failed.
+		c.reclaimTerminal(0)
+		c.stopNotify()
 		return nil, err
 	}
-	return &command{proc: cmd.Process, exited: exited, tty: tty}, nil
+	c.proc, c.exited = cmd.Process, exited
+	return c, nil
 }
 
-// ownsTerminal reports whether stdin is a terminal whose foreground process
-// group is proa's.
-func ownsTerminal() bool {
+func (c *command) stopNotify() {
+	if c.cont != nil {
+		signal.Stop(c.cont)
+	}
+}
+
+// controllingTerminal returns the first of stdin, stdout and stderr that is
+// a terminal with proa's process group in its foreground (so it is proa's
+// controlling terminal), or -1. Output alone on the terminal is enough:
+// Ctrl-C reaches the foreground group all the same.
+func controllingTerminal() int {
+	for fd := 0; fd <= 2; fd++ {
+		if pgrp, err := foreground(fd); err == nil && pgrp == syscall.Getpgrp() {
+			return fd
+		}
+	}
+	return -1
+}
+
+// foreground is the foreground process group of the terminal on fd.
+func foreground(fd int) (int, error) {
 	var pgrp int32
-	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp)))
-	return errno == 0 && int(pgrp) == syscall.Getpgrp()
+	if _, _, errno := syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TIOCGPGRP, uintptr(unsafe.Pointer(&pgrp))); errno != 0 {
+		return 0, errno
+	}
+	return int(pgrp), nil
+}
+
+// setForeground puts pgrp in the terminal's foreground. Done from a
+// background group, that raises SIGTTOU, which would stop proa, unless it
+// is ignored meanwhile; callers check that the terminal is theirs to give.
+func setForeground(fd, pgrp int) {
+	signal.Ignore(syscall.SIGTTOU)
+	defer signal.Reset(syscall.SIGTTOU)
+	p := int32(pgrp)
+	syscall.Syscall(syscall.SYS_IOCTL, uintptr(fd), syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&p)))
 }
 
 // reclaimTerminal puts proa's process group back in the terminal's
-// foreground once the command has exited. A background group that does so
-// gets SIGTTOU, which would stop proa, unless it is ignored meanwhile.
-func reclaimTerminal() {
-	signal.Ignore(syscall.SIGTTOU)
-	defer signal.Reset(syscall.SIGTTOU)
-	pgrp := int32(syscall.Getpgrp())
-	syscall.Syscall(syscall.SYS_IOCTL, 0, syscall.TIOCSPGRP, uintptr(unsafe.Pointer(&pgrp)))
+// foreground after the command, if the command's group still has it (after
+// bg, the shell has it, and keeps it). With pgrp 0 (the command failed to
+// start), it takes it back from a group that no longer exists.
+func (c *command) reclaimTerminal(pgrp int) {
+	if c.tty < 0 {
+		return
+	}
+	fg, err := foreground(c.tty)
+	if err != nil || fg == syscall.Getpgrp() {
+		return
+	}
+	if pgrp != 0 && fg != pgrp || pgrp == 0 && syscall.Kill(-fg, 0) != syscall.ESRCH {
+		return
+	}
+	setForeground(c.tty, syscall.Getpgrp())
+}
+
+// stopped follows a stop of the command. When the terminal stopped it
+// (Ctrl-Z, or a background group reading or writing it), proa stops too,
+// so that the shell that started proa gets its prompt back; it continues
+// the command when continued itself. Without job control above proa
+// (nobody could continue it: proa is PID 1, or shares its parent's process
+// group), it continues the command at once, as a shell without job control
+// would not have stopped it. A stop by anyone else is theirs to undo.
+func (c *command) stopped(sig syscall.Signal, log *slog.Logger) {
+	if c.tty < 0 || sig != syscall.SIGTSTP && sig != syscall.SIGTTIN && sig != syscall.SIGTTOU {
+		log.Info("command stopped", "signal", sig.String())
+		return
+	}
+	if !jobControl() {
+		log.Info("command stopped by the terminal; nothing above proa can continue it: continuing it", "signal", sig.String())
+		syscall.Kill(-c.proc.Pid, syscall.SIGCONT)
+		return
+	}
+	log.Info("command stopped by the terminal: stopping proa too", "signal", sig.String())
+	c.suspended = true
+	// SIGSTOP, not sig: a parent may have left sig ignored, and proa would
+	// then never stop nor be continued.
+	syscall.Kill(os.Getpid(), syscall.SIGSTOP)
+}
+
+// continued follows proa's own continuation (fg or bg in the shell): the
+// command gets the terminal's foreground back if proa has it (fg), and is
+// continued.
+func (c *command) continued(log *slog.Logger) {
+	if !c.suspended {
+		return
+	}
+	c.suspended = false
+	fg, err := foreground(c.tty)
+	inForeground := err == nil && fg == syscall.Getpgrp()
+	if inForeground {
+		setForeground(c.tty, c.proc.Pid)
+	}
+	log.Info("proa continued: continuing the command", "foreground", inForeground)
+	syscall.Kill(-c.proc.Pid, syscall.SIGCONT)
+}
+
+// jobControl reports whether proa's parent is a shell with job control: it
+// is in another process group of the same session, so it sees proa stop
+// and can continue it.
+func jobControl() bool {
+	ppid := os.Getppid()
+	if ppid == 0 {
+		return false
+	}
+	ppgrp, err := syscall.Getpgid(ppid)
+	return err == nil && ppgrp != syscall.Getpgrp() && getsid(ppid) == getsid(0)
+}
+
+func getsid(pid int) int {
+	sid, _, errno := syscall.RawSyscall(syscall.SYS_GETSID, uintptr(pid), 0, 0)
+	if errno != 0 {
+		return -1
+	}
+	return int(sid)
 }
 
 // exitCode maps a wait status to the shell's convention.
@@ -236,6 +373,9 @@ func signalCode(sig os.Signal) int {
 // returns only if that fails.
 func execDirectly(argv []string) int {
 	path, err := exec.LookPath(argv[0])
+	if errors.Is(err, exec.ErrDot) {
+		err = nil // a relative directory in PATH is searched, as sh does
+	}
 	if err == nil {
 		err = syscall.Exec(path, argv, os.Environ())
 	}
@@ -253,13 +393,16 @@ func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log
 		log.Error("command could not be started", "err", err, "code", code)
 		return code
 	}
+	defer cmd.stopNotify()
 	started()
 	for {
 		select {
 		case ws := <-cmd.exited:
-			if cmd.tty {
-				reclaimTerminal()
+			if ws.Stopped() {
+				cmd.stopped(ws.StopSignal(), log)
+				continue
 			}
+			cmd.reclaimTerminal(cmd.proc.Pid)
 			code := exitCode(ws)
 			if ws.Signaled() {
 				log.Info("command exited", "code", code, "signal", ws.Signal().String())
@@ -267,6 +410,8 @@ func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log
 				log.Info("command exited", "code", code)
 			}
 			return code
+		case <-cmd.cont:
+			cmd.continued(log)
 		case sig := <-sigs:
 			log.Debug("forwarding signal", "signal", sig.String())
 			if err := cmd.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {

@@ -32,6 +32,28 @@ func init() {
 	childModes["orphans"] = childOrphans // orphans REPORT N CODE: orphan N processes, report on their reaping
 	childModes["spawn"] = childSpawn     // spawn N: start N orphan processes, print their PIDs, exit
 	childModes["orphan"] = childOrphan   // orphan: exit once reparented to PID 1
+	childModes["ignored"] = childIgnored // ignored READY RECORD CODE: record the signals ignored at start, then as signals
+}
+
+// childIgnored records which forwarded signals it started with ignored,
+// as "ignored NAME" lines, then records the signals it receives as
+// childSignals does.
+func childIgnored(args []string) int {
+	var ignored []string
+	for _, s := range testSignals {
+		if signal.Ignored(s) {
+			ignored = append(ignored, "ignored "+s.String())
+		}
+	}
+	code := childSignals(args)
+	b, err := os.ReadFile(args[1])
+	if err != nil {
+		return 1
+	}
+	if err := os.WriteFile(args[1], []byte(strings.Join(append(ignored, string(b)), "\n")), 0o644); err != nil {
+		return 1
+	}
+	return code
 }
 
 // testSignals is SPEC §5's list of forwarded signals.
@@ -122,6 +144,24 @@ func TestSignalForwarding(t *testing.T) {
 			t.Errorf("proa exited %d, want 143; stderr:\n%s", got, &l.stderr)
 		}
 	})
+}
+
+// Signals that proa's parent left ignored (nohup, a trap that ignores HUP) stay ignored
+// for the command, and proa neither forwards them nor dies of them, as
+// tini. Go's runtime keeps the ignored state of HUP and INT only.
+func TestIgnoredSignalsStayIgnored(t *testing.T) {
+	dir := t.TempDir()
+	ready, record := filepath.Join(dir, "ready"), filepath.Join(dir, "record")
+	args := append([]string{"--log-level", "debug", "--"}, childArgv(t, "ignored", ready, record, "7")...)
+	cmd := exec.Command("/bin/sh", append([]string{"-c", `trap '' HUP INT; exec "$@"`, "sh", testBinary(t)}, args...)...)
+	cmd.Env = cleanEnv("PROA_TEST_AS=proa")
+	l := launch(t, cmd)
+	l.await(ready)
+	l.signal(syscall.SIGHUP)
+	l.signal(syscall.SIGINT)
+	time.Sleep(20 * time.Millisecond) // before the USR1 that ends the record
+	l.signal(syscall.SIGUSR1)
+	checkRecord(t, l, 7, record, "ignored "+syscall.SIGINT.String(), "ignored "+syscall.SIGHUP.String(), syscall.SIGUSR1.String())
 }
 
 // A Go program cannot tell a forwarded SIGURG from its runtime's own, so a

@@ -495,3 +495,26 @@ func TestDisabled(t *testing.T) {
 		})
 	}
 }
+
+// A relative directory in PATH is searched, as sh searches it, not refused
+// as Go's exec.ErrDot; with PROA_DISABLED=1 too.
+func TestRelativePATHDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "proa-test-prog"), []byte("#!/bin/sh\nexit 5\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, extra := range map[string][]string{"run": nil, "PROA_DISABLED=1": {"PROA_DISABLED=1"}} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			cmd := proaCmd(t, append([]string{"PATH=bin:/usr/bin:/bin"}, extra...), "--", "proa-test-prog")
+			cmd.Dir = dir
+			l := launch(t, cmd)
+			if got := l.exitCode(); got != 5 {
+				t.Errorf("proa -- proa-test-prog with PATH=bin:... exited %d, want the program's 5; stderr:\n%s", got, &l.stderr)
+			}
+		})
+	}
+}

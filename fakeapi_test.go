@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
 	"encoding/pem"
 	"net"
 	"net/http"
@@ -41,10 +42,15 @@ type apiRequest struct {
 
 // newFakeAPI starts the server (TLS, HTTP/2) and writes a service-account
 // directory that trusts it.
-func newFakeAPI(t *testing.T) *fakeAPI {
+func newFakeAPI(t *testing.T) *fakeAPI { return newFakeAPIWith(t, nil) }
+
+// newFakeAPIWith is newFakeAPI with the server's TLS configuration
+// (nil: httptest's) set before it starts.
+func newFakeAPIWith(t *testing.T, tlsConfig *tls.Config) *fakeAPI {
 	f := &fakeAPI{t: t, answers: make(chan http.HandlerFunc, 100), arrived: make(chan struct{}, 100)}
 	f.srv = httptest.NewUnstartedServer(http.HandlerFunc(f.serve))
 	f.srv.EnableHTTP2 = true
+	f.srv.TLS = tlsConfig
 	f.srv.StartTLS()
 	t.Cleanup(f.srv.Close)
 	f.saDir = t.TempDir()
@@ -86,7 +92,10 @@ func (f *fakeAPI) serve(w http.ResponseWriter, r *http.Request) {
 		Token: strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer "), At: time.Now(),
 	})
 	f.mu.Unlock()
-	f.arrived <- struct{}{}
+	select {
+	case f.arrived <- struct{}{}:
+	default: // nobody waits: waitRequests also polls
+	}
 	select {
 	case h := <-f.answers:
 		h(w, r)
@@ -114,6 +123,7 @@ func (f *fakeAPI) waitRequests(n int) []apiRequest {
 	for len(f.got()) < n {
 		select {
 		case <-f.arrived:
+		case <-time.After(10 * time.Millisecond):
 		case <-deadline:
 			f.t.Fatalf("waited for %d API requests, got %d: %+v", n, len(f.got()), f.got())
 		}
@@ -166,6 +176,18 @@ func stream(lines []string, live <-chan string) http.HandlerFunc {
 			case <-r.Context().Done():
 				return
 			}
+		}
+	}
+}
+
+// route answers a watch (a request for the collection) with watch, and
+// any other request with get.
+func route(watch, get http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Query().Get("watch") == "1" {
+			watch(w, r)
+		} else {
+			get(w, r)
 		}
 	}
 }

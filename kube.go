@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -34,14 +35,9 @@ func newKubeClient(env func(string) string, saDir string) (*kubeClient, error) {
 	if host == "" || port == "" {
 		return nil, errors.New("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT must be set (the kubelet sets them in every Pod)")
 	}
-	caPath := filepath.Join(saDir, "ca.crt")
-	pem, err := os.ReadFile(caPath)
-	if err != nil {
-		return nil, fmt.Errorf("reading the API server's CA: %w (is automountServiceAccountToken off?)", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("reading the API server's CA: no PEM certificate in %s", caPath)
+	ca := &caFile{path: filepath.Join(saDir, "ca.crt")}
+	if err := ca.read(); err != nil {
+		return nil, err
 	}
 	tok := &tokenFile{path: filepath.Join(saDir, "token")}
 	if _, err := tok.get(); err != nil {
@@ -52,7 +48,13 @@ func newKubeClient(env func(string) string, saDir string) (*kubeClient, error) {
 	// application, and a proxy that cannot reach the service IP would hang
 	// proa (client-go in a Pod and the Rust proa ignore them too).
 	t.Proxy = nil
-	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	t.TLSClientConfig = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		// The certificate is verified, host name included, exactly as with
+		// RootCAs, but against the CA as it is now: see caFile.
+		InsecureSkipVerify: true,
+		VerifyConnection:   func(cs tls.ConnectionState) error { return ca.verify(cs.PeerCertificates, host) },
+	}
 	t.ForceAttemptHTTP2 = true
 	// The same health check client-go configures: a dead connection is
 	// noticed within 45 s instead of the kernel's 15 minutes.
@@ -140,6 +142,9 @@ type tokenFile struct {
 // tests.
 var tokenMaxAge = time.Minute
 
+// caMaxAge bounds how long a read of ca.crt is used; a variable for tests.
+var caMaxAge = 5 * time.Minute
+
 func (t *tokenFile) get() (string, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -166,6 +171,81 @@ func (t *tokenFile) expire() {
 	t.mu.Lock()
 	t.readAt = time.Time{}
 	t.mu.Unlock()
+}
+
+// caFile is the cluster CA, ca.crt, re-read by path when a connection
+// fails verification and at least every caMaxAge: the CA can be rotated
+// under a running Pod (the kubelet updates the file from the
+// kube-root-ca.crt ConfigMap), as client-go since 1.36 allows. A file that
+// is unreadable or holds no certificate, as may happen mid-rotation, leaves
+// the CA in use.
+type caFile struct {
+	path string
+
+	mu     sync.Mutex
+	pool   *x509.CertPool
+	pem    []byte
+	readAt time.Time
+}
+
+// read reads the file, and reports an error when it cannot be used.
+func (f *caFile) read() error {
+	b, err := os.ReadFile(f.path)
+	if err != nil {
+		return fmt.Errorf("reading the API server's CA: %w (is automountServiceAccountToken off?)", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.readAt = time.Now()
+	if bytes.Equal(b, f.pem) {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return fmt.Errorf("reading the API server's CA: no PEM certificate in %s", f.path)
+	}
+	f.pool, f.pem = pool, b
+	return nil
+}
+
+// current is the CA to verify with, read again if the last read is too old.
+func (f *caFile) current() *x509.CertPool {
+	f.mu.Lock()
+	old := time.Since(f.readAt) >= caMaxAge
+	f.mu.Unlock()
+	if old {
+		f.read() // on error, the CA in use stays
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.pool
+}
+
+// verify checks the server's chain for host as crypto/tls does, and, when
+// that fails, once more after reading the file again if it has changed.
+func (f *caFile) verify(certs []*x509.Certificate, host string) error {
+	pool := f.current()
+	err := verifyChain(certs, pool, host)
+	if err != nil && f.read() == nil {
+		if again := f.current(); again != pool {
+			err = verifyChain(certs, again, host)
+		}
+	}
+	return err
+}
+
+func verifyChain(certs []*x509.Certificate, roots *x509.CertPool, host string) error {
+	if len(certs) == 0 {
+		return errors.New("tls: the API server sent no certificate")
+	}
+	opts := x509.VerifyOptions{Roots: roots, DNSName: host, Intermediates: x509.NewCertPool()}
+	for _, c := range certs[1:] {
+		opts.Intermediates.AddCert(c)
+	}
+	if _, err := certs[0].Verify(opts); err != nil {
+		return &tls.CertificateVerificationError{UnverifiedCertificates: certs, Err: err}
+	}
+	return nil
 }
 
 // podIdentity finds the namespace and name of proa's own Pod: POD_NAMESPACE

@@ -1,10 +1,21 @@
 package main
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -143,5 +154,142 @@ func TestAPIConnectionIgnoresProxyEnvironment(t *testing.T) {
 	}
 	if tr.Proxy != nil {
 		t.Error("the API client's transport has a Proxy function: HTTPS_PROXY from the Pod's environment would apply")
+	}
+}
+
+// testCA is a certificate authority and a serving certificate it signed for
+// the loopback addresses, made for one test.
+type testCA struct {
+	pem  string // the CA certificate
+	leaf tls.Certificate
+}
+
+func newTestCA(t *testing.T, name string) testCA {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, DNSNames: []string{"kubernetes.default.svc"}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, ca, &leafKey.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return testCA{pem: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		leaf: tls.Certificate{Certificate: [][]byte{leafDER}, PrivateKey: leafKey}}
+}
+
+// rotatingAPI is a fake API server whose serving certificate can be
+// replaced, as when the cluster CA is rotated and kube-apiserver restarted.
+func rotatingAPI(t *testing.T, first testCA) (*fakeAPI, *atomic.Pointer[tls.Certificate]) {
+	current := new(atomic.Pointer[tls.Certificate])
+	current.Store(&first.leaf)
+	f := newFakeAPIWith(t, &tls.Config{
+		Certificates: []tls.Certificate{first.leaf},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return &tls.Config{Certificates: []tls.Certificate{*current.Load()}, NextProtos: []string{"h2", "http/1.1"}}, nil
+		},
+	})
+	writeFile(t, filepath.Join(f.saDir, "ca.crt"), first.pem)
+	return f, current
+}
+
+// A rotated cluster CA is picked up when a connection fails verification:
+// the kubelet updates ca.crt, kube-apiserver comes back with a certificate
+// from the new CA, and the next connection works at once.
+func TestCARotatedUnderTheWatch(t *testing.T) {
+	fastTiming(t)
+	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
+	f, serving := rotatingAPI(t, oldCA)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(stream(lines[:3], make(chan string)), stream(lines[3:4], make(chan string)))
+	w, logs := watchPod(t, f, "")
+	waitFor(t, w, "rv 580", hasRV("580"))
+
+	writeFile(t, filepath.Join(f.saDir, "ca.crt"), newCA.pem)
+	serving.Store(&newCA.leaf)
+	f.srv.CloseClientConnections() // kube-apiserver restarts with its new certificate
+	waitFor(t, w, "rv 581 from a watch over a new connection", hasRV("581"))
+	if n := strings.Count(logs.String(), "certificate"); n > 0 {
+		t.Errorf("%d certificate errors logged, want none:\n%s", n, logs)
+	}
+}
+
+// ca.crt is re-read at least every caMaxAge, also without a failure (a
+// finished rotation removes the old CA), and a file that is unreadable or
+// garbage mid-rotation keeps the CA in use.
+func TestCARereadPeriodically(t *testing.T) {
+	saved := caMaxAge
+	caMaxAge = 0 // every new connection finds the last read too old
+	t.Cleanup(func() { caMaxAge = saved })
+	oldCA, newCA := newTestCA(t, "old"), newTestCA(t, "new")
+	f, _ := rotatingAPI(t, oldCA)
+	c, err := newKubeClient(env(f.env()), f.saDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPath := filepath.Join(f.saDir, "ca.crt")
+	get := func() error {
+		t.Helper()
+		f.answer(raw(http.StatusOK, `{}`))
+		c.http.CloseIdleConnections() // a new connection, a new verification
+		resp, err := c.get(context.Background(), "/api/v1/namespaces/rec3/pods/job-1", nil)
+		if err == nil {
+			resp.Body.Close()
+		} else {
+			<-f.answers // not asked: drop the answer
+		}
+		return err
+	}
+	steps := []struct {
+		name, file string // file "": removed
+		wantOK     bool
+	}{
+		{"garbage in ca.crt: the CA in use is kept", "not a certificate", true},
+		{"no ca.crt: the CA in use is kept", "", true},
+		{"old CA replaced by the new one: re-read", newCA.pem, false},
+	}
+	for _, s := range steps {
+		if s.file == "" {
+			os.Remove(caPath)
+		} else {
+			writeFile(t, caPath, s.file)
+		}
+		if err := get(); (err == nil) != s.wantOK {
+			t.Errorf("%s: request error %v, want ok=%v", s.name, err, s.wantOK)
+		}
+	}
+}
+
+// The host name is verified as strictly as crypto/tls does: a certificate
+// from the trusted CA for other names is refused.
+func TestCAVerifiesTheHostName(t *testing.T) {
+	ca := newTestCA(t, "ca") // for 127.0.0.1, ::1 and kubernetes.default.svc
+	f, _ := rotatingAPI(t, ca)
+	e := f.env()
+	e["KUBERNETES_SERVICE_HOST"] = "localhost"
+	c, err := newKubeClient(env(e), f.saDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.answer(raw(http.StatusOK, `{}`))
+	_, err = c.get(context.Background(), "/api/v1/namespaces/rec3/pods/job-1", nil)
+	if err == nil || !strings.Contains(err.Error(), "not localhost") {
+		t.Errorf("err = %v, want the host name refused", err)
 	}
 }

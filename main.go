@@ -67,8 +67,10 @@
 // the exit code.
 //
 // Signals TERM, INT, HUP, QUIT, USR1, USR2 and WINCH are forwarded to the
-// command. As PID 1, proa reaps every zombie. On a terminal, the command
-// gets the foreground, so that Ctrl-C reaches it once.
+// command, except a HUP or INT that proa's parent left ignored (nohup): it
+// stays ignored. As PID 1, proa reaps every zombie. On a terminal, the
+// command gets the foreground, so that Ctrl-C reaches it once, and Ctrl-Z
+// stops proa with it.
 //
 // At shutdown proa sends the -g and -p requests and the -k and -K signals,
 // then waits until every regular sidecar has exited, within the Pod's grace

@@ -30,7 +30,8 @@ type podWatcher struct {
 	state   podState
 	changed chan struct{} // closed and replaced on every change of state
 
-	fallbackDone atomic.Bool // the fallback GET has answered: the Pod exists, or 404
+	fallbackDone   atomic.Bool  // the fallback GET has answered: the Pod exists, or 404
+	fallbackDenied accessDenied // refusals of the fallback GET; one fallback runs at a time
 }
 
 // podState is what the watcher knows. Once gone is set, it never changes.
@@ -57,6 +58,9 @@ var (
 	backoffFirst       = 800 * time.Millisecond
 	backoffMax         = 30 * time.Second
 	backoffReset       = 2 * time.Minute // quiet time after which backoff starts over
+	// A stream without any event for this long is dead: servers send a
+	// BOOKMARK about once a minute. Over HTTP/1.1 nothing else notices.
+	watchIdleTimeout = 3 * time.Minute
 )
 
 func newPodWatcher(c *kubeClient, ns, name, uid string, log *slog.Logger) *podWatcher {
@@ -96,9 +100,9 @@ func (w *podWatcher) watchPath() string {
 // run watches until ctx ends or the Pod is gone.
 func (w *podWatcher) run(ctx context.Context) {
 	var (
-		rv             string // resume point: the last MODIFIED, DELETED or BOOKMARK resourceVersion
-		bo             backoff
-		forbiddenSince time.Time
+		rv     string // resume point: the last MODIFIED, DELETED or BOOKMARK resourceVersion
+		bo     backoff
+		denied accessDenied
 	)
 	for ctx.Err() == nil && !w.isGone() {
 		started := time.Now()
@@ -117,6 +121,11 @@ func (w *podWatcher) run(ctx context.Context) {
 		var wait time.Duration
 		var ae *apiError
 		switch {
+		case errors.Is(err, errStalled):
+			// Not an error of the server's: watch again at once, from the
+			// last resourceVersion.
+			w.log.Warn("watch stalled: no event for "+watchIdleTimeout.String()+", watching again", "pod", w.ns+"/"+w.name, "resource_version", rv)
+			err, wait = nil, rand.N(time.Second)
 		case err == nil && (events > 0 || time.Since(started) > time.Second):
 			// The server closed the stream at timeoutSeconds, or while shutting
 			// down: resume at once, spread over a second so that thousands of
@@ -131,33 +140,27 @@ func (w *podWatcher) run(ctx context.Context) {
 			if ae.retryAfter > 0 {
 				wait = ae.retryAfter
 			}
-			switch {
-			case ae.Code == http.StatusUnauthorized:
+			switch ae.Code {
+			case http.StatusUnauthorized:
 				w.c.token.expire()
-			case ae.Code == http.StatusForbidden:
-				if forbiddenSince.IsZero() {
-					forbiddenSince = time.Now()
-				}
+			case http.StatusForbidden:
 				w.log.Error("watching pod forbidden: grant the service account a Role with this rule, and a RoleBinding",
-					"pod", w.ns+"/"+w.name, "rule", `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`, "err", err)
-				left := forbiddenFor - time.Since(forbiddenSince)
-				if left <= 0 {
-					w.setGone(fmt.Errorf("watching pod %s/%s: access denied for %s: %w", w.ns, w.name, forbiddenFor, err))
-					return
-				}
-				wait = min(wait, left) // one last try when the time is up, not a backoff later
-			case ae.Code == http.StatusGone:
+					"pod", w.ns+"/"+w.name, "rule", podsRule, "err", err)
+			case http.StatusGone:
 				rv = "" // too old: start over with the current state
 			}
 		default:
 			wait = bo.next()
 		}
-		forbidden := ae != nil && ae.Code == http.StatusForbidden
-		if !forbidden {
-			forbiddenSince = time.Time{}
+		if left, refused := denied.record(ae); refused {
+			if left <= 0 {
+				w.setGone(denied.fatal("watching pod "+w.ns+"/"+w.name, err))
+				return
+			}
+			wait = min(wait, left) // one last try when the time is up, not a backoff later
 		}
 		if err != nil {
-			if !forbidden {
+			if ae == nil || ae.Code != http.StatusForbidden {
 				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			}
 			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
@@ -167,6 +170,52 @@ func (w *podWatcher) run(ctx context.Context) {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// podsRule is the Role rule proa needs.
+const podsRule = `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`
+
+// accessDenied times refusals: 403s, and 401s that go on after the token
+// was read afresh, are fatal once they have lasted forbiddenFor (neither
+// fixes itself quickly, and the default --timeout waits for ever).
+type accessDenied struct {
+	since  time.Time // first refusal that counts; zero when access works
+	code   int       // its status
+	reread bool      // a 401 made the token be read again
+}
+
+// record notes the outcome of a request (ae nil: not an API error). It
+// reports whether access is refused, and for how much longer that may go on.
+func (d *accessDenied) record(ae *apiError) (left time.Duration, refused bool) {
+	code := 0
+	if ae != nil {
+		code = ae.Code
+	}
+	if code != http.StatusUnauthorized && code != http.StatusForbidden {
+		*d = accessDenied{}
+		return 0, false
+	}
+	if code == http.StatusUnauthorized && !d.reread {
+		// The token sent may have been up to a minute old: the clock starts
+		// with the first 401 to a token read after a 401.
+		d.reread = true
+		return forbiddenFor, true
+	}
+	if d.since.IsZero() || d.code != code {
+		d.since, d.code = time.Now(), code
+	}
+	return forbiddenFor - time.Since(d.since), true
+}
+
+// fatal is the error that ends the wait, saying what to check; doing says
+// what was refused.
+func (d *accessDenied) fatal(doing string, err error) error {
+	if d.code == http.StatusUnauthorized {
+		return fmt.Errorf("%s: the API server refused the service-account token for %s, read afresh before every try (%w): "+
+			"check that the Pod's ServiceAccount was not deleted and recreated, that the cluster's token signing key was not rotated, "+
+			"and that the token is not mounted with subPath (such a mount never sees the kubelet's refreshed token)", doing, forbiddenFor, err)
+	}
+	return fmt.Errorf("%s: access denied for %s: %w", doing, forbiddenFor, err)
 }
 
 func (w *podWatcher) setGone(err error) {
@@ -190,12 +239,12 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	if !fromScratch {
 		q.Set("resourceVersion", *rv)
 	}
-	var events atomic.Int64
-	if fromScratch && !w.fallbackDone.Load() {
-		// Servers without watch-list send nothing at all for a missing Pod.
+	if !w.fallbackDone.Load() && !w.podSeen() {
+		// Servers without watch-list send nothing at all for a missing Pod,
+		// whether the watch starts from scratch or resumes after a bookmark.
 		fctx, stopFallback := context.WithCancel(ctx)
 		done := make(chan struct{})
-		go func() { defer close(done); w.fallbackGET(fctx, cancel, &events) }()
+		go func() { defer close(done); w.fallbackGET(fctx, cancel) }()
 		defer func() { stopFallback(); <-done }()
 	}
 	resp, err := w.c.get(ctx, w.watchPath(), q)
@@ -205,9 +254,17 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	defer resp.Body.Close()
 	w.update(func(s *podState) { s.lastErr, s.opened = nil, s.attempts })
 
+	// A connection can stay open and deliver nothing (a frozen proxy, a
+	// dead peer over HTTP/1.1, which has no pings): cancel the request
+	// once no event came for watchIdleTimeout.
+	var stalled atomic.Bool
+	idle := time.AfterFunc(watchIdleTimeout, func() { stalled.Store(true); cancel() })
+	defer idle.Stop()
+	events := 0
 	sawPod := false
 	err = readEvents(resp.Body, func(ev event) error {
-		events.Add(1)
+		idle.Reset(watchIdleTimeout)
+		events++
 		w.log.Debug("watch event", "type", ev.Type, "resource_version", ev.resourceVersion())
 		switch ev.Type {
 		case "ADDED", "MODIFIED":
@@ -237,52 +294,82 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 		}
 		return nil
 	})
-	if errors.Is(err, errStop) {
+	switch {
+	case stalled.Load():
+		err = errStalled
+	case errors.Is(err, errStop):
 		err = nil
 	}
-	return int(events.Load()), err
+	return events, err
 }
 
 var (
 	errStop    = errors.New("stop reading")
 	errDeleted = errors.New("was deleted")
+	errStalled = errors.New("watch stalled")
 )
+
+// podSeen reports whether the watch has shown the Pod: it exists.
+func (w *podWatcher) podSeen() bool {
+	s, _ := w.current()
+	return s.pod != nil
+}
 
 func notFound(ns, name string) error {
 	return fmt.Errorf("pod %s/%s not found: set POD_NAME from the downward API (env: [{name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}]) if the hostname is not the Pod's name", ns, name)
 }
 
 // fallbackGET decides, on servers that send nothing for a missing Pod,
-// whether it exists: while the watch stays silent, it GETs the Pod until it
-// has an answer (the Pod, or 404), backing off on errors.
-func (w *podWatcher) fallbackGET(ctx context.Context, stopWatch context.CancelFunc, events *atomic.Int64) {
+// whether it exists: while the watch has not shown the Pod (a periodic
+// BOOKMARK says nothing about it), it GETs the Pod until it has an answer
+// (the Pod, or 404), backing off on errors. Refusals count as on the watch.
+func (w *podWatcher) fallbackGET(ctx context.Context, stopWatch context.CancelFunc) {
 	var bo backoff
-	for wait := watchFallbackAfter; ; wait = bo.next() {
+	for wait := watchFallbackAfter; ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(wait):
 		}
-		if events.Load() > 0 || w.fallbackDone.Load() {
+		if w.podSeen() || w.fallbackDone.Load() {
 			return
 		}
 		resp, err := w.c.get(ctx, w.watchPath()+"/"+url.PathEscape(w.name), nil)
 		var ae *apiError
+		errors.As(err, &ae)
+		wait = bo.next()
+		if ae != nil && ae.retryAfter > 0 {
+			wait = ae.retryAfter
+		}
 		switch {
 		case err == nil:
 			resp.Body.Close()
 			w.fallbackDone.Store(true)
 			return
-		case errors.As(err, &ae) && ae.Code == http.StatusNotFound:
+		case ae != nil && ae.Code == http.StatusNotFound:
 			w.fallbackDone.Store(true)
 			w.setGone(notFound(w.ns, w.name))
 			stopWatch()
 			return
-		case errors.As(err, &ae) && ae.Code == http.StatusForbidden:
+		case ae != nil && ae.Code == http.StatusUnauthorized:
+			w.c.token.expire()
+			w.log.Warn("checking that the pod exists failed, retrying", "pod", w.ns+"/"+w.name, "err", err)
+		case ae != nil && ae.Code == http.StatusForbidden:
 			w.log.Error("checking that the pod exists forbidden: grant the service account a Role with this rule, and a RoleBinding",
-				"pod", w.ns+"/"+w.name, "rule", `{apiGroups: [""], resources: ["pods"], verbs: ["get", "watch"]}`, "err", err)
+				"pod", w.ns+"/"+w.name, "rule", podsRule, "err", err)
 		case ctx.Err() == nil:
 			w.log.Warn("checking that the pod exists failed, retrying", "pod", w.ns+"/"+w.name, "err", err)
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if left, refused := w.fallbackDenied.record(ae); refused {
+			if left <= 0 {
+				w.setGone(w.fallbackDenied.fatal("checking that pod "+w.ns+"/"+w.name+" exists", err))
+				stopWatch()
+				return
+			}
+			wait = min(wait, left)
 		}
 	}
 }

@@ -383,3 +383,139 @@ func TestReadEventsLimitsEventSize(t *testing.T) {
 		t.Errorf("%d events, err %v", n, err)
 	}
 }
+
+// periodicBookmark is the bookmark a server sends about once a minute: no
+// initial-events-end annotation, so it says nothing about the Pod.
+const periodicBookmark = `{"type":"BOOKMARK","object":{"kind":"Pod","apiVersion":"v1","metadata":{"resourceVersion":"600"},"spec":{"containers":null},"status":{}}}`
+
+func TestWatchFallbackGETNotEndedByABookmark(t *testing.T) {
+	fastTiming(t)
+	t.Run("periodic bookmark while the watch is silent", func(t *testing.T) {
+		f := newFakeAPI(t)
+		f.answer(stream([]string{periodicBookmark}, make(chan string)), raw(http.StatusNotFound, f.file("get-absent.json")))
+		w, _ := watchPod(t, f, "")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if !strings.Contains(st.gone.Error(), "not found: set POD_NAME") {
+			t.Errorf("error %q lacks the POD_NAME hint", st.gone)
+		}
+	})
+	t.Run("bookmark, the stream ends, the watch resumes from it", func(t *testing.T) {
+		f := newFakeAPI(t)
+		absent := raw(http.StatusNotFound, f.file("get-absent.json"))
+		// By path: under load, a GET could come before the first watch ends.
+		f.answer(route(stream([]string{periodicBookmark}, nil), absent), route(stream(nil, make(chan string)), absent), absent)
+		w, _ := watchPod(t, f, "")
+		st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+		if !strings.Contains(st.gone.Error(), "not found: set POD_NAME") {
+			t.Errorf("error %q lacks the POD_NAME hint", st.gone)
+		}
+		var resumed, checked bool
+		for _, r := range f.got() {
+			resumed = resumed || r.Query.Get("resourceVersion") == "600"
+			checked = checked || r.Path == "/api/v1/namespaces/rec3/pods/job-1" && resumed
+		}
+		if !resumed || !checked {
+			t.Errorf("requests %+v, want a watch from the bookmark's resourceVersion 600, then GET pods/job-1", f.got())
+		}
+	})
+}
+
+func TestWatchFallbackGETForbiddenIsFatalAfterAWhile(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	f.answer(stream(nil, make(chan string))) // an old server: silence for a missing Pod
+	for range 90 {
+		f.answer(raw(http.StatusForbidden, `{"kind":"Status","code":403,"message":"pods \"job-1\" is forbidden: User cannot get resource \"pods\""}`))
+	}
+	start := time.Now()
+	w, logs := watchPod(t, f, "")
+	st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+	if d := time.Since(start); d < watchFallbackAfter+forbiddenFor || d > watchFallbackAfter+forbiddenFor+700*time.Millisecond {
+		t.Errorf("gave up after %s, want soon after %s", d, watchFallbackAfter+forbiddenFor)
+	}
+	if !strings.Contains(st.gone.Error(), "403 Forbidden") || !strings.Contains(st.gone.Error(), "cannot get") {
+		t.Errorf("error %q, want the GET's 403", st.gone)
+	}
+	if !strings.Contains(logs.String(), `"level":"ERROR","msg":"checking that the pod exists forbidden`) {
+		t.Errorf("logs lack the ERROR with the missing rule:\n%s", logs)
+	}
+}
+
+func TestWatchFallbackGETHonoursRetryAfter(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	f.answer(stream(nil, make(chan string)),
+		raw(http.StatusTooManyRequests, `{"kind":"Status","code":429,"message":"too many requests"}`, "Retry-After", "1"),
+		raw(http.StatusNotFound, f.file("get-absent.json")))
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+	reqs := f.got()
+	if gap := reqs[2].At.Sub(reqs[1].At); gap < 900*time.Millisecond {
+		t.Errorf("GET retried after %s, want Retry-After's 1s", gap)
+	}
+}
+
+func TestWatchStalledStreamIsWatchedAgain(t *testing.T) {
+	fastTiming(t)
+	saved := watchIdleTimeout
+	t.Cleanup(func() { watchIdleTimeout = saved })
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	t.Run("silent stream", func(t *testing.T) {
+		watchIdleTimeout = 500 * time.Millisecond
+		f := newFakeAPI(t)
+		f.answer(stream(lines[:3], make(chan string)), stream(lines[3:4], make(chan string)))
+		w, logs := watchPod(t, f, "")
+		waitFor(t, w, "rv 581", hasRV("581"))
+		reqs := f.got()
+		checkWatch(t, reqs[1], "580") // resumed from the last MODIFIED
+		if gap := reqs[1].At.Sub(reqs[0].At); gap < watchIdleTimeout || gap > watchIdleTimeout+3*time.Second {
+			t.Errorf("watched again %s after the stream went silent, want %s (+ at most a second's spread)", gap, watchIdleTimeout)
+		}
+		if !strings.Contains(logs.String(), "watch stalled") {
+			t.Errorf("logs lack the stall:\n%s", logs)
+		}
+	})
+	t.Run("events keep it alive", func(t *testing.T) {
+		watchIdleTimeout = time.Second
+		f := newFakeAPI(t)
+		live := make(chan string)
+		f.answer(stream(lines[:1], live))
+		w, _ := watchPod(t, f, "")
+		waitFor(t, w, "rv 579", hasRV("579"))
+		for i := range 10 { // 1.5 s of events, 150 ms apart
+			time.Sleep(150 * time.Millisecond)
+			live <- strings.Replace(periodicBookmark, `"600"`, `"`+strconv.Itoa(600+i)+`"`, 1)
+		}
+		if n := len(f.got()); n != 1 {
+			t.Errorf("made %d requests, want 1: a stream with events is alive", n)
+		}
+	})
+}
+
+func TestWatchLasting401IsFatal(t *testing.T) {
+	fastTiming(t)
+	watchFallbackAfter = time.Minute // only watch requests: under load the GET could come first
+	f := newFakeAPI(t)
+	f.answer(func(w http.ResponseWriter, r *http.Request) {
+		f.setToken("token-2") // a fresh token that the server refuses too
+		raw(http.StatusUnauthorized, f.file("unauthorized.json"))(w, r)
+	})
+	for range 90 {
+		f.answer(raw(http.StatusUnauthorized, f.file("unauthorized.json")))
+	}
+	start := time.Now()
+	w, _ := watchPod(t, f, "")
+	st := waitFor(t, w, "gone", func(s podState) bool { return s.gone != nil })
+	if d := time.Since(start); d < forbiddenFor || d > forbiddenFor+700*time.Millisecond {
+		t.Errorf("gave up after %s, want soon after %s of 401s", d, forbiddenFor)
+	}
+	for _, want := range []string{"401 Unauthorized", "ServiceAccount", "signing key", "subPath"} {
+		if !strings.Contains(st.gone.Error(), want) {
+			t.Errorf("error %q lacks %q", st.gone, want)
+		}
+	}
+	reqs := f.got()
+	if reqs[1].Token != "token-2" {
+		t.Errorf("second request with token %q, want the re-read token-2", reqs[1].Token)
+	}
+}

@@ -180,9 +180,14 @@ func TestSidecarDiesBeforeReady(t *testing.T) {
 	if appRan(p) {
 		t.Errorf("the command ran")
 	}
-	w, ok := p.FirstWrite(kubelet.Terminated("envoy"))
-	if !ok {
-		t.Fatalf("proa exited before the sidecar's terminated status was written")
+	// The write is recorded when the kubelet has the API server's answer,
+	// which may come after the watch event that let proa exit.
+	w, err := p.WaitWrite(ctx, "envoy terminated", kubelet.Terminated("envoy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.At.Before(w.Sent) {
+		t.Errorf("proa exited before the sidecar's terminated status was written")
 	}
 	d := ex.At.Sub(w.Done)
 	if d > 5*time.Second {

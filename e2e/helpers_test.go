@@ -37,6 +37,12 @@ func podName(t *testing.T) string {
 // PROA_E2E_TIMELINE=1) the Pod's timeline and proa's output are logged.
 func startPod(t *testing.T, spec kubelet.PodSpec) *kubelet.Pod {
 	t.Helper()
+	return startPodOn(t, env.Kubelet, spec)
+}
+
+// startPodOn is startPod with another kubelet (of another control plane).
+func startPodOn(t *testing.T, k *kubelet.Kubelet, spec kubelet.PodSpec) *kubelet.Pod {
+	t.Helper()
 	needRoot(t)
 	if env.ProaErr != nil {
 		t.Fatalf("proa could not be built: %v", env.ProaErr)
@@ -44,7 +50,7 @@ func startPod(t *testing.T, spec kubelet.PodSpec) *kubelet.Pod {
 	if spec.Name == "" {
 		spec.Name = podName(t)
 	}
-	p, err := env.Kubelet.Run(testCtx(t, time.Minute), spec)
+	p, err := k.Run(testCtx(t, time.Minute), spec)
 	if err != nil {
 		t.Fatalf("starting Pod %s: %v", spec.Name, err)
 	}

@@ -40,8 +40,9 @@ type Options struct {
 	// StaticUsers get a static bearer token each (Cluster.Tokens), e.g. a
 	// kubelet's identity.
 	StaticUsers []StaticUser
-	// ExtraArgs are appended last to kube-apiserver's command line, so
-	// they win over the harness's own flags.
+	// ExtraArgs are appended last to kube-apiserver's command line, so they
+	// win over the defaults (e.g. --feature-gates=WatchList=false,
+	// --disable-http2-serving).
 	ExtraArgs []string
 }
 
@@ -127,6 +128,7 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	c.URL = "https://" + net.JoinHostPort(c.Host, strconv.Itoa(c.Port))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(c.CAPEM)
+	pool.AppendCertsFromPEM(c.pki.nextCAPEM) // the harness trusts the CA after RotateServingCA too
 	c.client = &http.Client{Transport: &http.Transport{
 		TLSClientConfig:   &tls.Config{RootCAs: pool},
 		ForceAttemptHTTP2: true,
@@ -273,6 +275,27 @@ func (c *Cluster) RestartAPIServer(ctx context.Context) error {
 	if err := c.StopAPIServer(); err != nil {
 		return err
 	}
+	return c.StartAPIServer(ctx)
+}
+
+// RotateServingCA stops kube-apiserver and starts it again with a serving
+// certificate from a new CA, as after a rotation of the cluster CA; CAPEM
+// becomes the new CA (Pods written from then on trust it). It can be done
+// once.
+func (c *Cluster) RotateServingCA(ctx context.Context) error {
+	if c.pki.nextCAPEM == nil {
+		return errors.New("the serving CA was rotated already")
+	}
+	if err := c.StopAPIServer(); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.pki.servingCert, c.pki.nextServingPEM, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(c.pki.servingKey, c.pki.nextServingKeyPEM, 0o600); err != nil {
+		return err
+	}
+	c.CAPEM, c.pki.nextCAPEM = c.pki.nextCAPEM, nil
 	return c.StartAPIServer(ctx)
 }
 

@@ -185,16 +185,22 @@ func (c *container) command() (*exec.Cmd, error) {
 	if host == "" {
 		host = p.Name
 	}
-	apiPort := p.cl.Port
+	apiHost, apiPort := p.cl.Host, strconv.Itoa(p.cl.Port)
+	if pr.APIAddress != "" {
+		var err error
+		if apiHost, apiPort, err = net.SplitHostPort(pr.APIAddress); err != nil {
+			return nil, fmt.Errorf("Proa.APIAddress: %v", err)
+		}
+	}
 	if pr.APIVia != "" {
-		apiPort = p.container(pr.APIVia).proxyPort
+		apiPort = strconv.Itoa(p.container(pr.APIVia).proxyPort)
 	}
 	env := []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOSTNAME=" + host,
-		"KUBERNETES_SERVICE_HOST=" + p.cl.Host,
-		"KUBERNETES_SERVICE_PORT=" + strconv.Itoa(apiPort),
-		"KUBERNETES_SERVICE_PORT_HTTPS=" + strconv.Itoa(apiPort),
+		"KUBERNETES_SERVICE_HOST=" + apiHost,
+		"KUBERNETES_SERVICE_PORT=" + apiPort,
+		"KUBERNETES_SERVICE_PORT_HTTPS=" + apiPort,
 		envRole + "=app",
 		envEvents + "=" + p.events.path,
 		envAppName + "=" + c.spec.Name,

@@ -206,6 +206,11 @@ func (k *Kubelet) Run(ctx context.Context, spec PodSpec) (p *Pod, err error) {
 	if err := p.writeServiceAccount(tok); err != nil {
 		return nil, err
 	}
+	if spec.RecreateServiceAccount {
+		if err := p.recreateServiceAccount(ctx, tok); err != nil {
+			return nil, err
+		}
+	}
 	p.wg.Add(2)
 	go p.statusWriter()
 	go p.run()

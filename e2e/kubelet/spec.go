@@ -28,6 +28,11 @@ type PodSpec struct {
 	// Pod, so that Pod.RevokeFirstToken can invalidate it (deleting the
 	// Secret) while the Pod keeps running.
 	TokenBoundToSecret bool
+	// RecreateServiceAccount deletes and recreates the ServiceAccount after
+	// the Pod's token was issued, before any container starts: the API
+	// server then refuses the token (401) for good, as after a
+	// ServiceAccount was recreated under a running Pod.
+	RecreateServiceAccount bool
 	// ShareProcessNamespace puts every container in one PID namespace whose
 	// PID 1 is a pause process (spec.shareProcessNamespace), so proa can
 	// signal sidecars by name (-k) or all (-K). proa's container mounts its
@@ -84,6 +89,9 @@ type Proa struct {
 	// NoTerminationLog leaves out the kubelet-style termination-log mount
 	// (whose source path names the Pod UID and container).
 	NoTerminationLog bool
+	// APIAddress, if set (HOST:PORT), is the API server's address proa is
+	// given instead of the cluster's, e.g. a proxy in front of it.
+	APIAddress string
 	// PIDNamespace gives proa a new PID namespace (proa is PID 1) with its
 	// own /proc.
 	PIDNamespace bool

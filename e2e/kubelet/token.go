@@ -103,3 +103,50 @@ func (p *Pod) RevokeFirstToken(ctx context.Context) error {
 		}
 	}
 }
+
+// recreateServiceAccount deletes the Pod's ServiceAccount and creates it
+// again (same name, new UID), then waits until the API server refuses tok,
+// which was issued to the old one.
+func (p *Pod) recreateServiceAccount(ctx context.Context, tok string) error {
+	path := "/api/v1/namespaces/" + p.Namespace + "/serviceaccounts/" + p.Spec.ServiceAccount
+	if err := p.cl.Do(ctx, "DELETE", path, nil, nil); err != nil {
+		return err
+	}
+	for {
+		err := p.cl.CreateServiceAccount(ctx, p.Namespace, p.Spec.ServiceAccount)
+		if err == nil {
+			break
+		}
+		if !cluster.IsCode(err, 409) { // 409: the old one is still being deleted
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	for {
+		err := p.cl.TokenWorks(ctx, tok)
+		if cluster.IsCode(err, 401) {
+			p.event("kubelet", "service account recreated: the Pod's token is refused (401)", nil)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("the token still works after its ServiceAccount was recreated (last answer: %v)", err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// WriteCA writes the cluster's current CA (Cluster.CAPEM) into the Pod's
+// service-account volume, as the kubelet does when the kube-root-ca.crt
+// ConfigMap changes.
+func (p *Pod) WriteCA() error {
+	if err := p.writeServiceAccount(p.Token()); err != nil {
+		return err
+	}
+	p.event("kubelet", "ca.crt updated", nil)
+	return nil
+}
