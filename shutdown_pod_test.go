@@ -413,3 +413,31 @@ func TestWatchCountsRequestsThatCouldNotOpen(t *testing.T) {
 		}
 	}
 }
+
+// Step 4's "at the first retry" must come soon after the break, whatever
+// the backoff had grown to: once a sidecar accepted the stop, the next
+// retry after the watch breaks is made at once. (In a real Pod the proxy
+// may not have been listening when proa started, so earlier failures had
+// grown the delay to seconds: proa then exited 2.6 s after the proxy.)
+func TestWatchRetriesSoonAfterTheStopWasAccepted(t *testing.T) {
+	saved := backoffFirst
+	backoffFirst = 4 * time.Second // a retry after the break waits 2 to 6 s, unless hurried
+	t.Cleanup(func() { backoffFirst = saved })
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	cut := make(chan struct{})
+	f.answer(func(rw http.ResponseWriter, r *http.Request) {
+		stream(lines[:1], nil)(rw, r)
+		<-cut
+		rw.Write([]byte(lines[2][:20])) // the proxy carrying it exits mid-event
+	}, raw(http.StatusServiceUnavailable, `{"kind":"Status","code":503}`))
+	w, _ := watchPod(t, f, "")
+	waitFor(t, w, "the pod", func(s podState) bool { return s.pod != nil })
+	w.retrySoon()
+	broke := time.Now()
+	close(cut)
+	reqs := f.waitRequests(2)
+	if d := reqs[1].At.Sub(broke); d > time.Second {
+		t.Errorf("the first retry after the break came %s later, want at once", d.Round(time.Millisecond))
+	}
+}

@@ -44,6 +44,7 @@ func (s *stopper) accept() {
 		if s.w != nil {
 			st, _ := s.w.current()
 			s.acceptedAt = st.attempts
+			s.w.retrySoon()
 		}
 		close(s.accepted)
 	})

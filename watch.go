@@ -32,6 +32,7 @@ type podWatcher struct {
 
 	fallbackDone   atomic.Bool  // the fallback GET has answered: the Pod exists, or 404
 	fallbackDenied accessDenied // refusals of the fallback GET; one fallback runs at a time
+	hurry          atomic.Bool  // see retrySoon
 }
 
 // podState is what the watcher knows. Once gone is set, it never changes.
@@ -58,6 +59,7 @@ var (
 	backoffFirst       = 800 * time.Millisecond
 	backoffMax         = 30 * time.Second
 	backoffReset       = 2 * time.Minute // quiet time after which backoff starts over
+	hurriedRetry       = 50 * time.Millisecond
 	// A stream without any event for this long is dead: servers send a
 	// BOOKMARK about once a minute. Over HTTP/1.1 nothing else notices.
 	watchIdleTimeout = 3 * time.Minute
@@ -164,6 +166,9 @@ func (w *podWatcher) run(ctx context.Context) {
 				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			}
 			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
+			if w.hurry.CompareAndSwap(true, false) {
+				wait = min(wait, hurriedRetry)
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -492,3 +497,10 @@ func (b *backoff) next() time.Duration {
 	b.last = now
 	return d/2 + rand.N(d)
 }
+
+// retrySoon makes the next retry after a failure come at once, whatever the
+// backoff has grown to, for that retry only. Shutdown calls it once a sidecar
+// has accepted the stop: proa's API connection may run through that sidecar
+// (a service mesh's proxy), and only a retry tells whether it has gone with
+// it (SPEC §6 step 4).
+func (w *podWatcher) retrySoon() { w.hurry.Store(true) }
