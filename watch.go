@@ -244,19 +244,20 @@ func (w *podWatcher) watchOnce(ctx context.Context, rv *string) (int, error) {
 	if !fromScratch {
 		q.Set("resourceVersion", *rv)
 	}
-	if !w.fallbackDone.Load() && !w.podSeen() {
-		// Servers without watch-list send nothing at all for a missing Pod,
-		// whether the watch starts from scratch or resumes after a bookmark.
-		fctx, stopFallback := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { defer close(done); w.fallbackGET(fctx, cancel) }()
-		defer func() { stopFallback(); <-done }()
-	}
 	resp, err := w.c.get(ctx, w.watchPath(), q)
 	if err != nil {
 		return 0, err
 	}
 	defer resp.Body.Close()
+	if !w.fallbackDone.Load() && !w.podSeen() {
+		// Servers without watch-list send nothing at all for a missing Pod,
+		// whether the watch starts from scratch or resumes after a bookmark.
+		// The clock starts once the stream is open: it times silence.
+		fctx, stopFallback := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); w.fallbackGET(fctx, cancel) }()
+		defer func() { stopFallback(); <-done }()
+	}
 	w.update(func(s *podState) { s.lastErr, s.opened = nil, s.attempts })
 
 	// A connection can stay open and deliver nothing (a frozen proxy, a
