@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"syscall"
@@ -160,7 +161,6 @@ var flagDefs = []flagDef{
 func parseConfig(args []string, env func(string) string) (*config, error) {
 	c := &config{
 		killSignal:     syscall.SIGTERM,
-		logFormat:      "json",
 		env:            env,
 		serviceAccount: defaultServiceAccountDir,
 		mountinfo:      "/proc/self/mountinfo",
@@ -317,11 +317,29 @@ func parseDuration(name, v string) (time.Duration, error) {
 	return d, nil
 }
 
-// signalNames lists the signals --kill-signal takes by name.
+// signalNames lists the signals --kill-signal takes by name, and the names
+// logs give them.
 var signalNames = map[string]syscall.Signal{
 	"HUP": syscall.SIGHUP, "INT": syscall.SIGINT, "QUIT": syscall.SIGQUIT, "KILL": syscall.SIGKILL,
 	"USR1": syscall.SIGUSR1, "USR2": syscall.SIGUSR2, "TERM": syscall.SIGTERM, "ALRM": syscall.SIGALRM,
 	"CONT": syscall.SIGCONT, "STOP": syscall.SIGSTOP, "WINCH": syscall.SIGWINCH, "PIPE": syscall.SIGPIPE,
+	"ABRT": syscall.SIGABRT, "SEGV": syscall.SIGSEGV, "BUS": syscall.SIGBUS, "FPE": syscall.SIGFPE,
+	"ILL": syscall.SIGILL, "TRAP": syscall.SIGTRAP, "SYS": syscall.SIGSYS, "TSTP": syscall.SIGTSTP,
+	"TTIN": syscall.SIGTTIN, "TTOU": syscall.SIGTTOU, "URG": syscall.SIGURG, "CHLD": syscall.SIGCHLD,
+	"XCPU": syscall.SIGXCPU, "XFSZ": syscall.SIGXFSZ, "VTALRM": syscall.SIGVTALRM, "PROF": syscall.SIGPROF,
+}
+
+// signalName names a signal as people write it: SIGTERM, not "terminated".
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		for name, v := range signalNames {
+			if v == s {
+				return "SIG" + name
+			}
+		}
+		return fmt.Sprintf("signal %d", int(s))
+	}
+	return sig.String()
 }
 
 // parseSignal takes TERM, SIGTERM, term or 15.

@@ -242,6 +242,14 @@ func controllingTerminal() int {
 	return -1
 }
 
+// isTerminal tells whether f is a terminal (any, not only the controlling
+// one): only a terminal has a window size.
+func isTerminal(f *os.File) bool {
+	var ws [4]uint16
+	_, _, errno := syscall.Syscall(syscall.SYS_IOCTL, f.Fd(), syscall.TIOCGWINSZ, uintptr(unsafe.Pointer(&ws)))
+	return errno == 0
+}
+
 // foreground is the foreground process group of the terminal on fd.
 func foreground(fd int) (int, error) {
 	var pgrp int32
@@ -288,15 +296,15 @@ func (c *command) reclaimTerminal(pgrp int) {
 // would not have stopped it. A stop by anyone else is theirs to undo.
 func (c *command) stopped(sig syscall.Signal, log *slog.Logger) {
 	if c.tty < 0 || sig != syscall.SIGTSTP && sig != syscall.SIGTTIN && sig != syscall.SIGTTOU {
-		log.Info("command stopped", "signal", sig.String())
+		log.Info("command stopped", "signal", signalName(sig))
 		return
 	}
 	if !jobControl() {
-		log.Info("command stopped by the terminal; nothing above proa can continue it: continuing it", "signal", sig.String())
+		log.Info("command stopped by the terminal; nothing above proa can continue it: continuing it", "signal", signalName(sig))
 		syscall.Kill(-c.proc.Pid, syscall.SIGCONT)
 		return
 	}
-	log.Info("command stopped by the terminal: stopping proa too", "signal", sig.String())
+	log.Info("command stopped by the terminal: stopping proa too", "signal", signalName(sig))
 	c.suspended = true
 	// SIGSTOP, not sig: a parent may have left sig ignored, and proa would
 	// then never stop nor be continued.
@@ -386,7 +394,7 @@ func execDirectly(argv []string) int {
 // runCommand runs the command, forwarding signals, and returns its exit
 // code.
 func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log *slog.Logger) int {
-	log.Info("running command", "argv", c.command)
+	log.Info("running command", "command", c.command[0])
 	cmd, err := r.startCommand(c.command)
 	if err != nil {
 		code := startFailureCode(err)
@@ -405,7 +413,7 @@ func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log
 			cmd.reclaimTerminal(cmd.proc.Pid)
 			code := exitCode(ws)
 			if ws.Signaled() {
-				log.Info("command exited", "code", code, "signal", ws.Signal().String())
+				log.Info("command exited", "code", code, "signal", signalName(ws.Signal()))
 			} else {
 				log.Info("command exited", "code", code)
 			}
@@ -413,9 +421,9 @@ func runCommand(c *config, r *reaper, sigs <-chan os.Signal, started func(), log
 		case <-cmd.cont:
 			cmd.continued(log)
 		case sig := <-sigs:
-			log.Debug("forwarding signal", "signal", sig.String())
+			log.Debug("forwarding signal", "signal", signalName(sig))
 			if err := cmd.proc.Signal(sig); err != nil && !errors.Is(err, os.ErrProcessDone) {
-				log.Warn("forwarding signal failed", "signal", sig.String(), "err", err)
+				log.Warn("forwarding signal failed", "signal", signalName(sig), "err", err)
 			}
 		}
 	}

@@ -223,11 +223,11 @@ func killProcesses(c *config, log *slog.Logger) []process {
 			case errors.Is(err, errPIDReused):
 				log.Info("not signalling a process whose PID was reused", "pid", p.pid, "name", p.name())
 			default:
-				log.Warn("signalling process failed", "pid", p.pid, "name", p.name(), "signal", c.killSignal.String(), "err", err)
+				log.Warn("signalling process failed", "pid", p.pid, "name", p.name(), "signal", signalName(c.killSignal), "err", err)
 			}
 			continue
 		}
-		log.Info("signalled process", "pid", p.pid, "exe", p.exe, "name", p.name(), "match", p.match, "signal", c.killSignal.String())
+		log.Info("signalled process", "pid", p.pid, "exe", p.exe, "name", p.name(), "match", p.match, "signal", signalName(c.killSignal))
 		signalled = append(signalled, p)
 	}
 	if len(signalled) == 0 {

@@ -47,7 +47,8 @@
 //	                               Pod's terminationGracePeriodSeconds, else 30s
 //	--log-level LEVEL              debug, info, warn or error (env PROA_LOG,
 //	                               else RUST_LOG's level for proa)
-//	--log-format FORMAT            json or text (env PROA_LOG_FORMAT)
+//	--log-format FORMAT            json or text (env PROA_LOG_FORMAT); default:
+//	                               text on a terminal, else json
 //	-V, --version                  print the version and exit
 //	-h, --help                     print this help and exit
 //
@@ -89,12 +90,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
 	"slices"
 	"strings"
+	"time"
 )
 
 // version is set at release time with -ldflags '-X main.version=...'.
@@ -145,7 +148,8 @@ Options:
                                 KUBERNETES_SERVICE_HOST is unset)
   --shutdown-timeout DURATION   bound on shutdown (default: the Pod's grace period)
   --log-level LEVEL             debug, info, warn, error (PROA_LOG, RUST_LOG)
-  --log-format FORMAT           json or text (PROA_LOG_FORMAT)
+  --log-format FORMAT           json or text (PROA_LOG_FORMAT; default: text
+                                on a terminal, else json)
   -V, --version                 print the version
   -h, --help                    print this help
 
@@ -162,9 +166,15 @@ const (
 	exitNotFound    = 127
 )
 
+// newLogger logs in the chosen format; without a choice, text on a
+// terminal (a developer's shell, kubectl run -it) and JSON lines elsewhere.
 func newLogger(c *config, w io.Writer) *slog.Logger {
 	opts := &slog.HandlerOptions{Level: c.logLevel}
-	if c.logFormat == "text" {
+	format := c.logFormat
+	if f, ok := w.(*os.File); ok && format == "" && isTerminal(f) {
+		format = "text"
+	}
+	if format == "text" {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
@@ -183,17 +193,20 @@ func main() {
 		fmt.Fprintln(os.Stderr, "proa:", err)
 		os.Exit(exitUsage)
 	}
+	log := newLogger(c, os.Stderr)
 	if c.install != "" {
-		if err := install(c.install); err != nil {
-			fmt.Fprintln(os.Stderr, "proa:", err)
+		path, err := install(c.install)
+		if err != nil {
+			log.Error("installing proa failed", "err", err)
 			os.Exit(1)
 		}
+		log.Info("installed", "path", path, "version", proaVersion())
 		os.Exit(0)
 	}
 	if c.disabled {
 		os.Exit(execDirectly(c.command))
 	}
-	os.Exit(run(context.Background(), c, newLogger(c, os.Stderr)))
+	os.Exit(run(context.Background(), c, log))
 }
 
 // names lists container names for error messages.
@@ -216,7 +229,11 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 	defer stopSignals()
 	reaper := newReaper(os.Getpid() == 1)
 
-	log.Info("starting", "version", proaVersion(), "argv", c.command)
+	// The arguments may hold secrets (the kubelet expands $(VAR) from
+	// Secrets into them): only the program's name at info.
+	log.Info("starting", "version", proaVersion(), "command", c.command[0])
+	log.Debug("command line", "argv", c.command)
+	start := time.Now()
 	code, self, ready := exitUnavailable, "", false
 	var probe *readyServer
 	var err error
@@ -234,15 +251,21 @@ func run(ctx context.Context, c *config, log *slog.Logger) int {
 		code, self, ready = waitReady(ctx, c, w, startConditions(condCtx, c), sigs.c, log)
 		stopConds()
 	}
+	waited, ran := time.Since(start), time.Duration(0)
 	if ready {
 		code = runCommand(c, reaper, sigs.c, func() { probe.setRunning(true) }, log)
 		probe.setRunning(false)
+		ran = time.Since(start) - waited
 	}
 	shutdown(ctx, c, w, self, code, sigs, log)
 	probe.close()
-	log.Info("exiting", "code", code)
+	log.Info("exiting", "code", code, "waiting", round(waited), "running", round(ran),
+		"shutting_down", round(time.Since(start)-waited-ran))
 	return code
 }
+
+// round is a duration for logs: milliseconds are enough.
+func round(d time.Duration) string { return d.Round(time.Millisecond).String() }
 
 // startWatcher starts following proa's own Pod. It returns nil, and no
 // error, when there is no Kubernetes API to ask.
@@ -270,22 +293,35 @@ func startWatcher(ctx context.Context, c *config, log *slog.Logger) (*podWatcher
 }
 
 // install copies the running executable to dir/proa, for an initContainer
-// that puts proa into an emptyDir shared with the application's container.
-// The copy is written to a temporary file and renamed, so that a half-copied
-// binary is never executed.
-func install(dir string) error {
+// that puts proa into an emptyDir shared with the application's container,
+// and returns the copy's path. The copy is written to a temporary file and
+// renamed, so that a half-copied binary is never executed; errors name dir
+// and the cause, not that file.
+func install(dir string) (string, error) {
+	dst := filepath.Join(dir, "proa")
+	fail := func(err error) (string, error) {
+		var pe *fs.PathError
+		var le *os.LinkError
+		switch {
+		case errors.As(err, &pe):
+			err = pe.Err
+		case errors.As(err, &le):
+			err = le.Err
+		}
+		return "", fmt.Errorf("installing proa into %s: %w", dir, err)
+	}
 	self, err := os.Executable()
 	if err != nil {
-		return fmt.Errorf("installing proa: %w", err)
+		return fail(err)
 	}
 	in, err := os.Open(self)
 	if err != nil {
-		return fmt.Errorf("installing proa: %w", err)
+		return fail(err)
 	}
 	defer in.Close()
 	tmp, err := os.CreateTemp(dir, ".proa-*")
 	if err != nil {
-		return fmt.Errorf("installing proa into %s: %w", dir, err)
+		return fail(err)
 	}
 	defer os.Remove(tmp.Name()) // fails harmlessly once renamed
 	_, err = io.Copy(tmp, in)
@@ -296,10 +332,10 @@ func install(dir string) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), filepath.Join(dir, "proa"))
+		err = os.Rename(tmp.Name(), dst)
 	}
 	if err != nil {
-		return fmt.Errorf("installing proa into %s: %w", dir, err)
+		return fail(err)
 	}
-	return nil
+	return dst, nil
 }

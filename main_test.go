@@ -93,9 +93,6 @@ func TestParseConfig(t *testing.T) {
 				t.Fatalf("parseConfig(%q): %v", tt.args, err)
 			}
 			want := tt.want
-			if want.logFormat == "" {
-				want.logFormat = "json"
-			}
 			if want.killSignal == 0 {
 				want.killSignal = syscall.SIGTERM
 			}

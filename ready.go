@@ -44,7 +44,7 @@ func startConditions(ctx context.Context, c *config) *conditions {
 			req.Header.Set("User-Agent", "proa/"+proaVersion())
 			resp, err := client.Do(req)
 			if err != nil {
-				return err
+				return withoutURL(err) // the condition names it
 			}
 			resp.Body.Close()
 			if resp.StatusCode/100 != 2 {
@@ -268,10 +268,10 @@ func waitReady(ctx context.Context, c *config, w *podWatcher, conds *conditions,
 			return exitUnavailable, self, false
 		case sig := <-sigs:
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				log.Warn("stopped by a signal before the command started", "signal", sig.String())
+				log.Warn("stopped by a signal before the command started", "signal", signalName(sig))
 				return signalCode(sig), self, false
 			}
-			log.Debug("ignoring signal while waiting", "signal", sig.String())
+			log.Debug("ignoring signal while waiting", "signal", signalName(sig))
 		}
 	}
 }

@@ -209,8 +209,11 @@ func TestInstall(t *testing.T) {
 		cmd.Run()
 		return cmd.ProcessState.ExitCode(), stderr.String()
 	}
-	if code, stderr := run("--install", dir); code != 0 || stderr != "" {
-		t.Fatalf("--install: exit %d, stderr %q", code, stderr)
+	// One line says what was installed where; a failure names the
+	// directory and the cause, never a temporary file.
+	if code, stderr := run("--install", dir); code != 0 || strings.Count(stderr, "\n") != 1 ||
+		!strings.Contains(stderr, `"msg":"installed"`) || !strings.Contains(stderr, filepath.Join(dir, "proa")) {
+		t.Fatalf("--install: exit %d, stderr %q; want 0 and one line naming %s", code, stderr, filepath.Join(dir, "proa"))
 	}
 	st, err := os.Stat(filepath.Join(dir, "proa"))
 	if err != nil {
@@ -232,8 +235,10 @@ func TestInstall(t *testing.T) {
 	if code, _ := run("--install", dir); code != 0 {
 		t.Errorf("second --install: exit %d", code)
 	}
-	if code, stderr := run("--install", filepath.Join(dir, "missing")); code != 1 || !strings.Contains(stderr, "installing proa into") {
-		t.Errorf("--install into a missing directory: exit %d, stderr %q; want 1 and the reason", code, stderr)
+	missing := filepath.Join(dir, "missing")
+	if code, stderr := run("--install", missing); code != 1 || strings.Count(stderr, "\n") != 1 ||
+		!strings.Contains(stderr, "installing proa into "+missing+": no such file or directory") || strings.Contains(stderr, ".proa-") {
+		t.Errorf("--install into a missing directory: exit %d, stderr %q; want 1 and one line with the directory and the reason", code, stderr)
 	}
 	if code, stderr := run("--install", dir, "--", "app"); code != exitUsage || strings.Count(stderr, "\n") != 1 {
 		t.Errorf("--install with a command: exit %d, stderr %q; want 2 and one line", code, stderr)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"syscall"
@@ -261,7 +262,7 @@ func lastMainContainer(ctx context.Context, w *podWatcher, self string, only []s
 			log.Info("waiting for the other main containers before stopping the sidecars", "peers", others, "elapsed", since(start))
 		case sig := <-sigc:
 			if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-				log.Warn("stopped waiting for the other main containers", "signal", sig.String())
+				log.Warn("stopped waiting for the other main containers", "signal", signalName(sig))
 				return true
 			}
 		}
@@ -385,6 +386,17 @@ func shutdownAttempt(ctx context.Context, client *http.Client, method, url strin
 		return &finalError{resp.Status}
 	}
 	return errors.New(resp.Status)
+}
+
+// withoutURL drops the method and URL net/http puts in front of a request's
+// error (Post "http://...": dial tcp ...), for logs that name them in
+// fields of their own.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // since is the time elapsed since t, for logs.

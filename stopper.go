@@ -159,7 +159,7 @@ func (s *stopper) sendRequests(ctx context.Context, wg *sync.WaitGroup) {
 	send := func(method, url string) {
 		wg.Go(func() {
 			status, err := shutdownRequest(ctx, client, method, url, s)
-			url := redact(url)
+			url, err := redact(url), withoutURL(err)
 			switch {
 			case err == nil:
 				s.accept()

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -412,4 +414,49 @@ func TestCtrlZ(t *testing.T) {
 			t.Errorf("parent recorded %q, want exited 7 foreground=ours", got)
 		}
 	})
+}
+
+// Without a chosen format, logs are text on a terminal (a developer's
+// shell, kubectl run -it) and JSON elsewhere; a choice always wins.
+func TestLogFormatFollowsTheTerminal(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		tty    bool
+		format string
+		json   bool
+	}{
+		{"terminal", true, "", false},
+		{"pipe", false, "", true},
+		{"terminal, json chosen", true, "json", true},
+		{"pipe, text chosen", false, "text", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(os.Args[0], "--", "/bin/true")
+			cmd.Env = []string{"PROA_TEST_AS=proa", "PATH=" + os.Getenv("PATH"), "GORACE=atexit_sleep_ms=0"}
+			if tt.format != "" {
+				cmd.Env = append(cmd.Env, "PROA_LOG_FORMAT="+tt.format)
+			}
+			var out bytes.Buffer
+			if !tt.tty {
+				cmd.Stderr = &out
+				if err := cmd.Run(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				master, slave := openPTY(t)
+				cmd.Stderr = slave
+				if err := cmd.Run(); err != nil {
+					t.Fatal(err)
+				}
+				slave.Close()
+				master.SetReadDeadline(time.Now().Add(5 * time.Second))
+				buf := make([]byte, 4096)
+				n, _ := io.ReadAtLeast(master, buf, 1)
+				out.Write(buf[:n])
+			}
+			if isJSON := strings.HasPrefix(out.String(), "{"); isJSON != tt.json {
+				t.Errorf("logs begin %q: JSON %v, want %v", out.String()[:min(60, out.Len())], isJSON, tt.json)
+			}
+		})
+	}
 }
