@@ -3,7 +3,9 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +25,11 @@ const (
 	EtcdVersion = "v3.6.5"
 )
 
-// The go.mod/go.sum of the two tiny modules that build the binaries. They are
+// The go.mod/go.sum of the tiny modules that build the binaries. They are
 // kept under other names so they do not form nested modules (which go:embed
 // cannot reach) and so this module's go.mod needs no requirements. To update:
-// copy X.mod to an empty directory as go.mod, edit, `go mod tidy`, copy back.
+// copy X.mod to an empty directory as go.mod, edit, `go mod tidy`, copy back
+// (for the waiter, with waiter.go as main.go minus its build constraint).
 var (
 	//go:embed tools/kube-apiserver.mod
 	kubeMod string
@@ -36,6 +39,12 @@ var (
 	etcdMod string
 	//go:embed tools/etcd.sum
 	etcdSum string
+	//go:embed tools/waiter.mod
+	waiterMod string
+	//go:embed tools/waiter.sum
+	waiterSum string
+	//go:embed tools/waiter.go
+	waiterMain string
 )
 
 // Binaries are the paths of the built control-plane executables.
@@ -45,11 +54,13 @@ type Binaries struct {
 
 type tool struct {
 	name, version, pkg, mod, sum string
+	main                         string   // main.go of the tool module, for a tool built from our own source
+	flags                        []string // extra go build flags
 }
 
 var tools = []tool{
-	{"etcd", EtcdVersion, "go.etcd.io/etcd/server/v3", etcdMod, etcdSum},
-	{"kube-apiserver", KubeVersion, "k8s.io/kubernetes/cmd/kube-apiserver", kubeMod, kubeSum},
+	{name: "etcd", version: EtcdVersion, pkg: "go.etcd.io/etcd/server/v3", mod: etcdMod, sum: etcdSum},
+	{name: "kube-apiserver", version: KubeVersion, pkg: "k8s.io/kubernetes/cmd/kube-apiserver", mod: kubeMod, sum: kubeSum},
 }
 
 // CacheDir is ${PROA_E2E_CACHE:-$HOME/.cache/proa-e2e}.
@@ -68,22 +79,57 @@ func CacheDir() string {
 // them from the Go module proxy first when they are missing (minutes on a
 // fresh machine). Progress lines go to log.
 func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binaries, error) {
-	if err := os.MkdirAll(filepath.Join(cacheDir, "bin"), 0o755); err != nil {
-		return Binaries{}, err
-	}
-	lock, err := os.OpenFile(filepath.Join(cacheDir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	paths, err := ensure(ctx, cacheDir, log, tools, "the control plane",
+		"about 650 MB of modules and 3-6 minutes on 2 cores")
 	if err != nil {
 		return Binaries{}, err
 	}
+	return Binaries{Etcd: paths[0], APIServer: paths[1]}, nil
+}
+
+// WaiterVersion is the client-go version of the informer waiter.
+const WaiterVersion = "v0.34.4"
+
+// EnsureWaiter returns the cached informer waiter (tools/waiter.go: a
+// client-go informer that waits for sidecars, what the benchmark compares
+// proa with), building it first when it is missing: about a minute with the
+// control plane's modules already downloaded. It is built as such tools
+// ship (-trimpath -ldflags='-s -w'). Its file name carries a hash of its
+// source and module files, so a change rebuilds it.
+func EnsureWaiter(ctx context.Context, cacheDir string, log io.Writer) (string, error) {
+	// The constraint keeps the file out of this module; its own module
+	// builds it without.
+	src := strings.Replace(waiterMain, "//go:build ignore\n", "", 1)
+	h := sha256.Sum256([]byte(waiterMod + waiterSum + src))
+	t := tool{name: "informer-waiter", version: WaiterVersion + "-" + hex.EncodeToString(h[:4]),
+		pkg: ".", mod: waiterMod, sum: waiterSum, main: src, flags: []string{"-ldflags=-s -w"}}
+	paths, err := ensure(ctx, cacheDir, log, []tool{t}, "the informer waiter (client-go "+WaiterVersion+")",
+		"about a minute on 2 cores")
+	if err != nil {
+		return "", err
+	}
+	return paths[0], nil
+}
+
+// ensure returns the cached binaries of ts, in order, building the missing
+// ones under a file lock shared with other test runs.
+func ensure(ctx context.Context, cacheDir string, log io.Writer, ts []tool, what, cost string) ([]string, error) {
+	if err := os.MkdirAll(filepath.Join(cacheDir, "bin"), 0o755); err != nil {
+		return nil, err
+	}
+	lock, err := os.OpenFile(filepath.Join(cacheDir, "build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
 	defer lock.Close()
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		return Binaries{}, err
+		return nil, err
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
-	paths := make([]string, len(tools))
+	paths := make([]string, len(ts))
 	var missing []int
-	for i, t := range tools {
+	for i, t := range ts {
 		paths[i] = filepath.Join(cacheDir, "bin", t.name+"-"+t.version)
 		if fi, err := os.Stat(paths[i]); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			continue
@@ -91,25 +137,25 @@ func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binari
 		missing = append(missing, i)
 	}
 	if len(missing) > 0 {
-		fmt.Fprintf(log, "proa-e2e: building the control plane from the Go module proxy into %s\n", cacheDir)
-		fmt.Fprintf(log, "proa-e2e: first run only: about 650 MB of modules and 3-6 minutes on 2 cores; later runs reuse it\n")
+		fmt.Fprintf(log, "proa-e2e: building %s from the Go module proxy into %s\n", what, cacheDir)
+		fmt.Fprintf(log, "proa-e2e: first run only: %s; later runs reuse it\n", cost)
 		start := time.Now()
-		errs := make([]error, len(tools))
+		errs := make([]error, len(ts))
 		var wg sync.WaitGroup
 		for _, i := range missing {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = build(ctx, tools[i], cacheDir, paths[i], log)
+				errs[i] = build(ctx, ts[i], cacheDir, paths[i], log)
 			}()
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
-			return Binaries{}, err
+			return nil, err
 		}
-		fmt.Fprintf(log, "proa-e2e: control plane built in %s\n", time.Since(start).Round(time.Second))
+		fmt.Fprintf(log, "proa-e2e: %s built in %s\n", what, time.Since(start).Round(time.Second))
 	}
-	return Binaries{Etcd: paths[0], APIServer: paths[1]}, nil
+	return paths, nil
 }
 
 // goCommand finds the go command, also when sudo left it off PATH.
@@ -141,8 +187,14 @@ func build(ctx context.Context, t tool, cacheDir, out string, log io.Writer) err
 	if err := os.WriteFile(filepath.Join(src, "go.sum"), []byte(t.sum), 0o644); err != nil {
 		return err
 	}
+	if t.main != "" {
+		if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(t.main), 0o644); err != nil {
+			return err
+		}
+	}
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, goCommand(), "build", "-trimpath", "-v", "-o", tmp, t.pkg)
+	args := append(append([]string{"build", "-trimpath", "-v"}, t.flags...), "-o", tmp, t.pkg)
+	cmd := exec.CommandContext(ctx, goCommand(), args...)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly", "CGO_ENABLED=0", "GOTOOLCHAIN=local")
 	pr, pw := io.Pipe()

@@ -37,7 +37,7 @@ type Cluster struct {
 	Port       int
 	CAPEM      []byte // the CA that signed the serving certificate
 	AdminToken string // a system:masters static token
-	AuditLog   string // path of the audit log (service-account requests)
+	AuditLog   string // path of the audit log (service-account requests, Pod status writes)
 	Dir        string
 
 	opts      Options
@@ -56,12 +56,18 @@ type server struct {
 	log  string
 }
 
+// auditPolicy records every request of a service account, and every Pod
+// status write (the benchmark times reactions from the moment the API server
+// completed one).
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
 rules:
 - level: Metadata
   userGroups: ["system:serviceaccounts"]
+- level: Metadata
+  verbs: ["patch"]
+  resources: [{group: "", resources: ["pods/status"]}]
 - level: None
 `
 
@@ -279,4 +285,23 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// APIServerPID is the process ID of the running kube-apiserver, or 0; the
+// benchmark reads its /proc.
+func (c *Cluster) APIServerPID() int { return pidOf(c.apiserver) }
+
+// EtcdPID is the process ID of the running etcd, or 0.
+func (c *Cluster) EtcdPID() int { return pidOf(c.etcd) }
+
+func pidOf(s *server) int {
+	if s == nil || s.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-s.done:
+		return 0
+	default:
+		return s.cmd.Process.Pid
+	}
 }

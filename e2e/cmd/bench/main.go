@@ -109,7 +109,21 @@ func run() int {
 	modelN := flag.Int("model-pods", 10000, "Pods in the reconnect model (model part)")
 	verbose := flag.Bool("v", false, "more details (every Pod's requests and logs across the restart)")
 	keep := flag.Bool("keep", false, "keep the working directory (server logs, audit log, Pod files)")
+	scale := flag.Bool("scale", false, "the scale run instead: N Pods with N proa at once, against N client-go informer waiters (see -scale-*)")
+	var so scaleOptions
+	flag.IntVar(&so.N, "scale-pods", 1000, "scale run: Pods, and waiters of each tool at once")
+	flag.IntVar(&so.InformerN, "scale-informers", 0, "scale run: at most this many informer waiters (0: as many as -scale-pods, memory permitting)")
+	flag.DurationVar(&so.Idle, "scale-idle", time.Minute, "scale run: the idle window in which CPU is measured")
+	flag.IntVar(&so.Width, "scale-width", 16, "scale run: waiters started but not yet waiting, at most")
+	memFloor := flag.Int("scale-mem-floor", 6144, "scale run: MiB of MemAvailable below which no more informer waiters are started")
+	tools := flag.String("scale-tools", "proa,informer", "scale run: the tools, in order")
+	scaleOut := flag.String("scale-out", "", "scale run: also write scale.json, scale.md and reconnects.svg into this directory")
 	flag.Parse()
+	if *scale {
+		so.MemFloor = int64(*memFloor) << 20
+		so.Tools = strings.Split(*tools, ",")
+		return runScaleMode(so, *scaleOut, *keep)
+	}
 	if *quick {
 		*idleN, *lifeN, *restartN, *watchN = 3, 10, 5, 200
 	}
