@@ -73,9 +73,10 @@ func (w *waiter) logLine(line string) {
 		return // client-go's klog lines
 	}
 	var l struct {
-		Msg  string `json:"msg"`
-		Err  string `json:"err"`
-		Code int    `json:"code"`
+		Time time.Time `json:"time"`
+		Msg  string    `json:"msg"`
+		Err  string    `json:"err"`
+		Code int       `json:"code"`
 	}
 	if json.Unmarshal([]byte(line), &l) != nil {
 		return
@@ -86,7 +87,7 @@ func (w *waiter) logLine(line string) {
 		w.waitingAt = now
 		close(w.waiting)
 	case l.Msg == "sidecars ready" && w.readyAt.IsZero():
-		w.readyAt = now
+		w.readyAt = l.Time
 	case l.Msg == "watch failed, retrying": // proa
 		w.failed = append(w.failed, now)
 		if strings.HasPrefix(l.Err, "410 ") {
