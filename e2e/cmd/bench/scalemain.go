@@ -65,7 +65,7 @@ func runScaleMode(o scaleOptions, out string, keep bool) int {
 	}
 	os.Setenv("PROA_E2E_PROA", cmp.Or(os.Getenv("PROA_E2E_PROA"), bins.Proa))
 	logf("starting the control plane")
-	env, err := harness.Setup(ctx, harness.Options{Log: os.Stderr, Keep: keep, ProaRequired: true})
+	env, err := harness.Setup(ctx, harness.Options{Log: os.Stderr, Keep: keep, ProaRequired: true, AuditStatusWrites: true})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 1
