@@ -28,6 +28,13 @@
 //   - model: a model of many proa reconnecting after an outage, with proa's
 //     retry timing (no cluster needed).
 //
+// With -scale it runs the scale benchmark instead (make bench-scale,
+// docs/performance.md): N Pods with N proa waiting at once, then N client-go
+// informer waiters, each in its own mount and UTS namespaces with its own
+// bound token: API-server memory and CPU per waiting Pod, client memory and
+// CPU, requests by verb, a herd of ready statuses and an API-server restart,
+// side by side with ratios (-scale-out DIR also writes JSON and an SVG plot).
+//
 // The runtime figures are for the binary as shipped (stripped), unless
 // PROA_E2E_PROA names another. Like the e2e suite it needs root (proa runs
 // in private mount and UTS namespaces) and builds kube-apiserver and etcd on
