@@ -39,7 +39,7 @@ COPY go.mod go.sum *.go ./
 # (TARGETVARIANT v7 -> GOARM=7).
 RUN CGO_ENABLED=0 GOAMD64=v1 GOARM64=v8.0 GOPPC64=power8 GORISCV64=rva20u64 \
     GOOS="$TARGETOS" GOARCH="$TARGETARCH" GOARM="${TARGETVARIANT#v}" \
-    go build -trimpath -buildvcs=false -ldflags="-s -w -X main.version=${VERSION}" -o /out/proa .
+    go build -trimpath -buildvcs=false -gcflags=all=-l -ldflags="-s -w -X main.version=${VERSION}" -o /out/proa .
 
 FROM scratch
 ARG VERSION

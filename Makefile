@@ -34,14 +34,16 @@ DIST ?= dist
 # How proa is built, the one definition (the Dockerfile mirrors it): static
 # (no cgo), no file system paths (-trimpath), no VCS stamp (-buildvcs=false:
 # the binary is the same from a clone, a tarball or a Docker context),
-# stripped, the version set. The CPU levels are Go's defaults, pinned so that
+# stripped, the version set, no inlining (-gcflags=all=-l: 7% smaller, at a
+# cost in CPU that only TLS handshakes notice; docs/performance.md, "Size").
+# The CPU levels are Go's defaults, pinned so that
 # a GOAMD64 or similar in the environment cannot change a release.
 BUILD_ENV = CGO_ENABLED=0 GOAMD64=v1 GOARM64=v8.0 GOPPC64=power8 GORISCV64=rva20u64
-BUILD_FLAGS = -trimpath -buildvcs=false -ldflags='-s -w -X main.version=$(VERSION)'
+BUILD_FLAGS = -trimpath -buildvcs=false -gcflags=all=-l -ldflags='-s -w -X main.version=$(VERSION)'
 # OS/ARCH[/VARIANT]; dist/proa-OS-ARCH[-VARIANT]. e2e/oci.Platforms lists the same.
 PLATFORMS = linux/amd64 linux/arm64 linux/arm/v7 linux/ppc64le linux/s390x linux/riscv64
 
-.PHONY: build test unit e2e release-test test-node release release-check demo fuzz size bench
+.PHONY: build test unit e2e release-test test-node release release-check demo fuzz size bench bench-scale
 
 build:
 	$(BUILD_ENV) $(GO) build $(BUILD_FLAGS) -o proa .
@@ -110,10 +112,19 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzReadiness -fuzztime 2m .
 
 # proa's cost (size, memory, CPU, latencies, API requests) against the real
-# control plane, as a table with the targets; README "Performance". Needs root.
+# control plane, as a table with the targets; docs/performance.md. Needs root.
 # BENCHFLAGS=-quick for fewer runs, -json for machines.
 bench:
 	cd e2e && $(GO) run ./cmd/bench $(BENCHFLAGS)
+
+# The scale run: 1,000 Pods with 1,000 proa at once, then 1,000 client-go
+# informer waiters, on the real control plane (about 15 minutes, as root; it
+# builds the informer waiter once). SCALEFLAGS='-scale-pods 100' for a
+# quicker one; SCALEOUT=DIR also writes scale.md, scale.json and
+# reconnects.svg there (docs/scale holds those of the run in the docs).
+SCALEOUT ?=
+bench-scale:
+	cd e2e && $(GO) run ./cmd/bench -scale $(if $(SCALEOUT),-scale-out $(abspath $(SCALEOUT))) $(SCALEFLAGS)
 
 # The shipped binary's size.
 size:

@@ -3,7 +3,9 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	_ "embed"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -23,10 +25,11 @@ const (
 	EtcdVersion = "v3.6.5"
 )
 
-// The go.mod/go.sum of the two tiny modules that build the binaries. They are
+// The go.mod/go.sum of the tiny modules that build the binaries. They are
 // kept under other names so they do not form nested modules (which go:embed
 // cannot reach) and so this module's go.mod needs no requirements. To update:
-// copy X.mod to an empty directory as go.mod, edit, `go mod tidy`, copy back.
+// copy X.mod to an empty directory as go.mod, edit, `go mod tidy`, copy back
+// (for the waiter, with waiter.go as main.go minus its build constraint).
 var (
 	//go:embed tools/kube-apiserver.mod
 	kubeMod string
@@ -36,6 +39,12 @@ var (
 	etcdMod string
 	//go:embed tools/etcd.sum
 	etcdSum string
+	//go:embed tools/waiter.mod
+	waiterMod string
+	//go:embed tools/waiter.sum
+	waiterSum string
+	//go:embed tools/waiter.go
+	waiterMain string
 )
 
 // Binaries are the paths of the built executables. Kubelet is set only by
@@ -46,14 +55,16 @@ type Binaries struct {
 
 type tool struct {
 	name, version, pkg, mod, sum string
+	main                         string   // main.go of the tool module, for a tool built from our own source
+	flags                        []string // extra go build flags
 }
 
 // The kubelet is a second tool of kube-apiserver's module: one module graph,
 // one download, and the packages they share are compiled once.
 var (
-	etcdTool      = tool{"etcd", EtcdVersion, "go.etcd.io/etcd/server/v3", etcdMod, etcdSum}
-	apiserverTool = tool{"kube-apiserver", KubeVersion, "k8s.io/kubernetes/cmd/kube-apiserver", kubeMod, kubeSum}
-	kubeletTool   = tool{"kubelet", KubeVersion, "k8s.io/kubernetes/cmd/kubelet", kubeMod, kubeSum}
+	etcdTool      = tool{name: "etcd", version: EtcdVersion, pkg: "go.etcd.io/etcd/server/v3", mod: etcdMod, sum: etcdSum}
+	apiserverTool = tool{name: "kube-apiserver", version: KubeVersion, pkg: "k8s.io/kubernetes/cmd/kube-apiserver", mod: kubeMod, sum: kubeSum}
+	kubeletTool   = tool{name: "kubelet", version: KubeVersion, pkg: "k8s.io/kubernetes/cmd/kubelet", mod: kubeMod, sum: kubeSum}
 )
 
 // CacheDir is ${PROA_E2E_CACHE:-$HOME/.cache/proa-e2e}.
@@ -72,7 +83,8 @@ func CacheDir() string {
 // them from the Go module proxy first when they are missing (minutes on a
 // fresh machine). Progress lines go to log.
 func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binaries, error) {
-	paths, err := ensure(ctx, cacheDir, log, []tool{etcdTool, apiserverTool})
+	paths, err := ensure(ctx, cacheDir, log, []tool{etcdTool, apiserverTool}, "the control plane",
+		"about 650 MB of modules and 3-6 minutes on 2 cores")
 	if err != nil {
 		return Binaries{}, err
 	}
@@ -82,16 +94,41 @@ func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binari
 // EnsureNodeBinaries is EnsureBinaries plus the kubelet (about 1 minute more
 // when kube-apiserver's module and build caches are warm, 4 minutes cold).
 func EnsureNodeBinaries(ctx context.Context, cacheDir string, log io.Writer) (Binaries, error) {
-	paths, err := ensure(ctx, cacheDir, log, []tool{etcdTool, apiserverTool, kubeletTool})
+	paths, err := ensure(ctx, cacheDir, log, []tool{etcdTool, apiserverTool, kubeletTool}, "the control plane and the kubelet",
+		"about 650 MB of modules and 4-8 minutes on 2 cores")
 	if err != nil {
 		return Binaries{}, err
 	}
 	return Binaries{Etcd: paths[0], APIServer: paths[1], Kubelet: paths[2]}, nil
 }
 
-// ensure returns the cached binaries of tools, building the missing ones
-// in parallel, under a file lock shared by every process using cacheDir.
-func ensure(ctx context.Context, cacheDir string, log io.Writer, tools []tool) ([]string, error) {
+// WaiterVersion is the client-go version of the informer waiter.
+const WaiterVersion = "v0.34.4"
+
+// EnsureWaiter returns the cached informer waiter (tools/waiter.go: a
+// client-go informer that waits for sidecars, what the benchmark compares
+// proa with), building it first when it is missing: about a minute with the
+// control plane's modules already downloaded. It is built as such tools
+// ship (-trimpath -ldflags='-s -w'). Its file name carries a hash of its
+// source and module files, so a change rebuilds it.
+func EnsureWaiter(ctx context.Context, cacheDir string, log io.Writer) (string, error) {
+	// The constraint keeps the file out of this module; its own module
+	// builds it without.
+	src := strings.Replace(waiterMain, "//go:build ignore\n", "", 1)
+	h := sha256.Sum256([]byte(waiterMod + waiterSum + src))
+	t := tool{name: "informer-waiter", version: WaiterVersion + "-" + hex.EncodeToString(h[:4]),
+		pkg: ".", mod: waiterMod, sum: waiterSum, main: src, flags: []string{"-ldflags=-s -w"}}
+	paths, err := ensure(ctx, cacheDir, log, []tool{t}, "the informer waiter (client-go "+WaiterVersion+")",
+		"about a minute on 2 cores")
+	if err != nil {
+		return "", err
+	}
+	return paths[0], nil
+}
+
+// ensure returns the cached binaries of ts, in order, building the missing
+// ones under a file lock shared with other test runs.
+func ensure(ctx context.Context, cacheDir string, log io.Writer, ts []tool, what, cost string) ([]string, error) {
 	if err := os.MkdirAll(filepath.Join(cacheDir, "bin"), 0o755); err != nil {
 		return nil, err
 	}
@@ -105,9 +142,9 @@ func ensure(ctx context.Context, cacheDir string, log io.Writer, tools []tool) (
 	}
 	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
 
-	paths := make([]string, len(tools))
+	paths := make([]string, len(ts))
 	var missing []int
-	for i, t := range tools {
+	for i, t := range ts {
 		paths[i] = filepath.Join(cacheDir, "bin", t.name+"-"+t.version)
 		if fi, err := os.Stat(paths[i]); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
 			continue
@@ -115,27 +152,23 @@ func ensure(ctx context.Context, cacheDir string, log io.Writer, tools []tool) (
 		missing = append(missing, i)
 	}
 	if len(missing) > 0 {
-		var names []string
-		for _, i := range missing {
-			names = append(names, tools[i].name)
-		}
-		fmt.Fprintf(log, "proa-e2e: building %s from the Go module proxy into %s\n", strings.Join(names, ", "), cacheDir)
-		fmt.Fprintf(log, "proa-e2e: first run only: about 650 MB of modules and 3-6 minutes on 2 cores; later runs reuse it\n")
+		fmt.Fprintf(log, "proa-e2e: building %s from the Go module proxy into %s\n", what, cacheDir)
+		fmt.Fprintf(log, "proa-e2e: first run only: %s; later runs reuse it\n", cost)
 		start := time.Now()
-		errs := make([]error, len(tools))
+		errs := make([]error, len(ts))
 		var wg sync.WaitGroup
 		for _, i := range missing {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				errs[i] = build(ctx, tools[i], cacheDir, paths[i], log)
+				errs[i] = build(ctx, ts[i], cacheDir, paths[i], log)
 			}()
 		}
 		wg.Wait()
 		if err := errors.Join(errs...); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(log, "proa-e2e: %s built in %s\n", strings.Join(names, ", "), time.Since(start).Round(time.Second))
+		fmt.Fprintf(log, "proa-e2e: %s built in %s\n", what, time.Since(start).Round(time.Second))
 	}
 	return paths, nil
 }
@@ -169,8 +202,14 @@ func build(ctx context.Context, t tool, cacheDir, out string, log io.Writer) err
 	if err := os.WriteFile(filepath.Join(src, "go.sum"), []byte(t.sum), 0o644); err != nil {
 		return err
 	}
+	if t.main != "" {
+		if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(t.main), 0o644); err != nil {
+			return err
+		}
+	}
 	tmp := out + ".tmp"
-	cmd := exec.CommandContext(ctx, goCommand(), "build", "-trimpath", "-v", "-o", tmp, t.pkg)
+	args := append(append([]string{"build", "-trimpath", "-v"}, t.flags...), "-o", tmp, t.pkg)
+	cmd := exec.CommandContext(ctx, goCommand(), args...)
 	cmd.Dir = src
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly", "CGO_ENABLED=0", "GOTOOLCHAIN=local")
 	pr, pw := io.Pipe()

@@ -44,6 +44,11 @@ type Options struct {
 	// win over the defaults (e.g. --feature-gates=WatchList=false,
 	// --disable-http2-serving).
 	ExtraArgs []string
+	// AuditStatusWrites also records every Pod status write in the audit
+	// log (the scale benchmark's reference for "status written"). Off for
+	// the tests: the blocking audit write delays the PATCH's answer, so
+	// the waiters would hear of a status well before its writer did.
+	AuditStatusWrites bool
 }
 
 // StaticUser is a user of the token-auth file.
@@ -65,7 +70,7 @@ type Cluster struct {
 	AdminToken string // a system:masters static token
 	// Tokens maps each of Options.StaticUsers to its bearer token.
 	Tokens   map[string]string
-	AuditLog string // path of the audit log (service-account requests)
+	AuditLog string // path of the audit log (service-account requests; Options.AuditStatusWrites)
 	Dir      string
 
 	opts      Options
@@ -84,6 +89,7 @@ type server struct {
 	log  string
 }
 
+// auditPolicy records every request of a service account.
 const auditPolicy = `apiVersion: audit.k8s.io/v1
 kind: Policy
 omitStages: ["RequestReceived"]
@@ -91,6 +97,12 @@ rules:
 - level: Metadata
   userGroups: ["system:serviceaccounts"]
 - level: None
+`
+
+// auditStatusWrites is the rule Options.AuditStatusWrites adds.
+const auditStatusWrites = `- level: Metadata
+  verbs: ["patch"]
+  resources: [{group: "", resources: ["pods/status"]}]
 `
 
 // Start starts etcd and kube-apiserver and waits until /readyz answers 200.
@@ -117,7 +129,11 @@ func Start(ctx context.Context, opts Options) (c *Cluster, err error) {
 	}
 	c.CAPEM, c.AdminToken, c.Tokens = c.pki.caPEM, c.pki.adminToken, c.pki.userTokens
 	c.AuditLog = filepath.Join(opts.Dir, "audit.log")
-	if err := os.WriteFile(filepath.Join(opts.Dir, "audit-policy.yaml"), []byte(auditPolicy), 0o644); err != nil {
+	policy := auditPolicy
+	if opts.AuditStatusWrites {
+		policy = strings.Replace(policy, "- level: None\n", auditStatusWrites+"- level: None\n", 1)
+	}
+	if err := os.WriteFile(filepath.Join(opts.Dir, "audit-policy.yaml"), []byte(policy), 0o644); err != nil {
 		return nil, err
 	}
 	ports, err := freePorts(3)
@@ -339,4 +355,23 @@ func tailFile(path string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// APIServerPID is the process ID of the running kube-apiserver, or 0; the
+// benchmark reads its /proc.
+func (c *Cluster) APIServerPID() int { return pidOf(c.apiserver) }
+
+// EtcdPID is the process ID of the running etcd, or 0.
+func (c *Cluster) EtcdPID() int { return pidOf(c.etcd) }
+
+func pidOf(s *server) int {
+	if s == nil || s.cmd.Process == nil {
+		return 0
+	}
+	select {
+	case <-s.done:
+		return 0
+	default:
+		return s.cmd.Process.Pid
+	}
 }

@@ -25,6 +25,8 @@ type Options struct {
 	ProbePeriod  time.Duration // kubelet readiness probe period (default 200ms)
 	Keep         bool          // keep the working directory on Close
 	ProaRequired bool          // fail Setup if proa cannot be built
+	// AuditStatusWrites: see cluster.Options.
+	AuditStatusWrites bool
 }
 
 // Env is a running control plane, a kubelet and a proa binary.
@@ -61,7 +63,7 @@ func Setup(ctx context.Context, opts Options) (e *Env, err error) {
 	if err := os.MkdirAll(cdir, 0o755); err != nil {
 		return nil, err
 	}
-	if e.Cluster, err = cluster.Start(ctx, cluster.Options{Dir: cdir, Bin: bin, Log: opts.Log}); err != nil {
+	if e.Cluster, err = cluster.Start(ctx, cluster.Options{Dir: cdir, Bin: bin, Log: opts.Log, AuditStatusWrites: opts.AuditStatusWrites}); err != nil {
 		return nil, err
 	}
 	e.Proa, e.ProaErr = BuildProa(filepath.Join(dir, "bin", "proa"))

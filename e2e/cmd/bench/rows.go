@@ -6,40 +6,6 @@ import (
 	"time"
 )
 
-func sizeRows(rep *report, b binaries, detail func(string, ...any), fail func(string, error)) {
-	proa, base := fileSize(b.Proa), fileSize(b.Baseline)
-	if proa == 0 || base == 0 {
-		fail("size", fmt.Errorf("could not stat %s or %s", b.Proa, b.Baseline))
-		return
-	}
-	ratio := float64(proa) / float64(base)
-	rep.Rows = append(rep.Rows, row{
-		Figure: "static binary size",
-		Value:  fmt.Sprintf("%s (%d B) = %.3f × baseline (%s)", fmtMiB(proa), proa, ratio, fmtMiB(base)),
-		Target: fmt.Sprintf("< 7 MiB and ≤ %.2f × baseline", sizeRatioLimit),
-		Result: passIf(proa < sizeLimit && ratio <= sizeRatioLimit),
-		Numbers: map[string]float64{"proa_bytes": float64(proa), "baseline_bytes": float64(base),
-			"ratio": float64(int(ratio*1000+0.5)) / 1000},
-	})
-	detail("baseline: e2e/cmd/bench/baseline (TLS with a CA pool, an HTTP/2 GET with a bearer token, JSON decoding, exec), built like proa: CGO_ENABLED=0 go build -trimpath -ldflags='-s -w'")
-	sizes, err := packageSizes(b.ProaFull, b.BaselineFull)
-	if err != nil {
-		fail("size", err)
-		return
-	}
-	var total int64
-	var parts []string
-	for i, s := range sizes {
-		total += s.extra()
-		if i < 8 {
-			parts = append(parts, fmt.Sprintf("%s +%s", s.Pkg, fmtKiB(s.extra())))
-		}
-	}
-	rep.Sizes = sizes
-	detail("where proa's extra %s (stripped) goes, by package (go tool nm -size of unstripped builds: code and data, without their line tables; +%s in all): %s",
-		fmtKiB(proa-base), fmtKiB(total), strings.Join(parts, ", "))
-}
-
 func idleRows(rep *report, runs []idleRun, detail func(string, ...any)) {
 	var hwm, rss, anon, file ints
 	var cpuLate, onEarly, onLate, onIdle, podinit durations
