@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"path"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -49,8 +48,8 @@ func TestExamplesAccepted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for i, doc := range splitYAML(data) {
-			apiVersion, kind, ns := topLevel(doc)
+		for i, doc := range cluster.SplitYAML(data) {
+			apiVersion, kind, ns := cluster.TopLevel(doc)
 			where := filepath.Base(file) + " document " + itoa(i+1) + " (" + kind + ")"
 			if apiVersion == "" || kind == "" {
 				t.Errorf("%s: no top-level apiVersion or kind", where)
@@ -269,58 +268,3 @@ func podVerbs(role map[string]any) []string {
 	slices.Sort(verbs)
 	return slices.Compact(verbs)
 }
-
-// splitYAML splits a multi-document YAML stream on "---" lines and drops
-// documents holding only comments and blank lines.
-func splitYAML(data string) []string {
-	var docs []string
-	var cur []string
-	flush := func() {
-		for _, l := range cur {
-			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-				docs = append(docs, strings.Join(cur, "\n")+"\n")
-				break
-			}
-		}
-		cur = nil
-	}
-	for _, line := range strings.Split(data, "\n") {
-		if strings.TrimRight(line, " \t\r") == "---" || strings.HasPrefix(line, "--- ") {
-			flush()
-			continue
-		}
-		cur = append(cur, line)
-	}
-	flush()
-	return docs
-}
-
-var (
-	topKey = regexp.MustCompile(`^([A-Za-z]+):\s*(.*?)\s*$`)
-	nsKey  = regexp.MustCompile(`^\s+namespace:\s*["']?([^"'\s#]+)`)
-)
-
-// topLevel reads apiVersion, kind and metadata.namespace from a document
-// without a YAML library: enough for plain manifests.
-func topLevel(doc string) (apiVersion, kind, ns string) {
-	inMeta := false
-	for _, line := range strings.Split(doc, "\n") {
-		if m := topKey.FindStringSubmatch(line); m != nil {
-			inMeta = m[1] == "metadata"
-			v := strings.Trim(m[2], `"'`)
-			switch m[1] {
-			case "apiVersion":
-				apiVersion = v
-			case "kind":
-				kind = v
-			}
-			continue
-		}
-		if m := nsKey.FindStringSubmatch(line); inMeta && m != nil && ns == "" && indent(line) == 2 {
-			ns = m[1]
-		}
-	}
-	return apiVersion, kind, ns
-}
-
-func indent(s string) int { return len(s) - len(strings.TrimLeft(s, " ")) }

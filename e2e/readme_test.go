@@ -34,8 +34,8 @@ func TestReadmeManifestsAccepted(t *testing.T) {
 			t.Fatal(err)
 		}
 		for bi, m := range yamlBlock.FindAllStringSubmatch(data, -1) {
-			for di, doc := range splitYAML(m[1]) {
-				apiVersion, kind, _ := topLevel(doc)
+			for di, doc := range cluster.SplitYAML(m[1]) {
+				apiVersion, kind, _ := cluster.TopLevel(doc)
 				if apiVersion == "" || kind == "" {
 					continue // a fragment
 				}

@@ -160,8 +160,8 @@ func runExample(t *testing.T, file string) {
 		obj map[string]any
 	}
 	var jobs []job
-	for i, doc := range splitYAML(string(data)) {
-		apiVersion, kind, ns := topLevel(doc)
+	for i, doc := range cluster.SplitYAML(string(data)) {
+		apiVersion, kind, ns := cluster.TopLevel(doc)
 		where := fmt.Sprintf("%s document %d (%s)", filepath.Base(file), i+1, kind)
 		plural, namespaced, err := nd.Cluster.Resource(ctx, apiVersion, kind)
 		if err != nil {
@@ -250,55 +250,4 @@ func runExample(t *testing.T, file string) {
 		recordTiming(t, "Job %s: created -> command started %s (after the sidecar's start-up delay); proa exit -> phase %s %s",
 			name, ms(started.Time.Sub(p.Created)), final.Pod.Status.Phase, ms(final.Seen.Sub(exiting.Time)))
 	}
-}
-
-// splitYAML splits a multi-document YAML stream on "---" lines and drops
-// documents holding only comments and blank lines. (The API server parses
-// the documents themselves.)
-func splitYAML(data string) []string {
-	var docs, cur []string
-	flush := func() {
-		for _, l := range cur {
-			if t := strings.TrimSpace(l); t != "" && !strings.HasPrefix(t, "#") {
-				docs = append(docs, strings.Join(cur, "\n")+"\n")
-				break
-			}
-		}
-		cur = nil
-	}
-	for _, line := range strings.Split(data, "\n") {
-		if strings.TrimRight(line, " \t\r") == "---" || strings.HasPrefix(line, "--- ") {
-			flush()
-			continue
-		}
-		cur = append(cur, line)
-	}
-	flush()
-	return docs
-}
-
-var (
-	topKey = regexp.MustCompile(`^([A-Za-z]+):\s*(.*?)\s*$`)
-	nsKey  = regexp.MustCompile(`^  namespace:\s*["']?([^"'\s#]+)`)
-)
-
-// topLevel reads apiVersion, kind and metadata.namespace of a plain manifest.
-func topLevel(doc string) (apiVersion, kind, ns string) {
-	inMeta := false
-	for _, line := range strings.Split(doc, "\n") {
-		if m := topKey.FindStringSubmatch(line); m != nil {
-			inMeta = m[1] == "metadata"
-			switch v := strings.Trim(m[2], `"'`); m[1] {
-			case "apiVersion":
-				apiVersion = v
-			case "kind":
-				kind = v
-			}
-			continue
-		}
-		if m := nsKey.FindStringSubmatch(line); inMeta && m != nil && ns == "" {
-			ns = m[1]
-		}
-	}
-	return apiVersion, kind, ns
 }

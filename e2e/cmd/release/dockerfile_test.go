@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"proa/e2e/harness"
 	"proa/e2e/oci"
 )
 
@@ -16,7 +17,7 @@ import (
 // built here. This keeps it in step with what is tested: the Makefile's
 // build settings and the labels, user and entrypoint of make release's image.
 func TestDockerfileMatchesRelease(t *testing.T) {
-	root, err := repoRoot()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

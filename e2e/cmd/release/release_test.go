@@ -34,6 +34,7 @@ import (
 	"testing"
 	"time"
 
+	"proa/e2e/harness"
 	"proa/e2e/oci"
 )
 
@@ -67,7 +68,7 @@ func buildRelease(m *testing.M) (int, error) {
 	if testing.Short() {
 		return m.Run(), nil
 	}
-	root, err := repoRoot()
+	root, err := harness.RepoRoot()
 	if err != nil {
 		return 0, err
 	}
@@ -141,25 +142,6 @@ func copySource(root, dst string) error {
 		}
 	}
 	return nil
-}
-
-// repoRoot is the nearest directory at or above this one whose go.mod
-// declares module proa.
-func repoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && strings.HasPrefix(string(b), "module proa\n") {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("proa's repository (go.mod with module proa) not found above the working directory")
-		}
-		dir = parent
-	}
 }
 
 func needRelease(t *testing.T) {
