@@ -441,3 +441,28 @@ func TestWatchRetriesSoonAfterTheStopWasAccepted(t *testing.T) {
 		t.Errorf("the first retry after the break came %s later, want at once", d.Round(time.Millisecond))
 	}
 }
+
+// The break may come a moment before the answer that accepts the stop (a
+// mesh proxy that exits as it answers): the watcher is then already
+// waiting out a grown backoff, and the accepted stop must cut that wait
+// short too, or step 4 is decided seconds late.
+func TestWatchRetriesSoonWhenTheStopIsAcceptedAfterTheBreak(t *testing.T) {
+	saved := backoffFirst
+	backoffFirst = 4 * time.Second // the retry after the break waits 2 to 6 s, unless hurried
+	t.Cleanup(func() { backoffFirst = saved })
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(func(rw http.ResponseWriter, r *http.Request) {
+		stream(lines[:1], nil)(rw, r)
+		rw.Write([]byte(lines[2][:20])) // the proxy carrying it exits mid-event
+	}, raw(http.StatusServiceUnavailable, `{"kind":"Status","code":503}`))
+	w, _ := watchPod(t, f, "")
+	// The break is seen, and the watcher waits for its next try.
+	waitFor(t, w, "the break", func(s podState) bool { return s.lastErr != nil })
+	accepted := time.Now()
+	w.retrySoon()
+	reqs := f.waitRequests(2)
+	if d := reqs[1].At.Sub(accepted); d > time.Second {
+		t.Errorf("the first retry came %s after the stop was accepted, want at once", d.Round(time.Millisecond))
+	}
+}

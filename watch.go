@@ -30,9 +30,9 @@ type podWatcher struct {
 	state   podState
 	changed chan struct{} // closed and replaced on every change of state
 
-	fallbackDone   atomic.Bool  // the fallback GET has answered: the Pod exists, or 404
-	fallbackDenied accessDenied // refusals of the fallback GET; one fallback runs at a time
-	hurry          atomic.Bool  // see retrySoon
+	fallbackDone   atomic.Bool   // the fallback GET has answered: the Pod exists, or 404
+	fallbackDenied accessDenied  // refusals of the fallback GET; one fallback runs at a time
+	hurry          chan struct{} // see retrySoon; buffered, one at most
 }
 
 // podState is what the watcher knows. Once gone is set, it never changes.
@@ -66,7 +66,7 @@ var (
 )
 
 func newPodWatcher(c *kubeClient, ns, name, uid string, log *slog.Logger) *podWatcher {
-	return &podWatcher{c: c, ns: ns, name: name, uid: uid, log: log, changed: make(chan struct{})}
+	return &podWatcher{c: c, ns: ns, name: name, uid: uid, log: log, changed: make(chan struct{}), hurry: make(chan struct{}, 1)}
 }
 
 // current returns the latest state and a channel that is closed when it
@@ -161,19 +161,34 @@ func (w *podWatcher) run(ctx context.Context) {
 			}
 			wait = min(wait, left) // one last try when the time is up, not a backoff later
 		}
+		var hurry <-chan struct{}
 		if err != nil {
 			if ae == nil || ae.Code != http.StatusForbidden {
 				w.log.Warn("watch failed, retrying", "pod", w.ns+"/"+w.name, "err", err, "retry_in", wait.Round(time.Millisecond).String())
 			}
 			w.update(func(s *podState) { s.lastErr = fmt.Errorf("watching pod %s/%s: %w", w.ns, w.name, err) })
-			if w.hurry.CompareAndSwap(true, false) {
-				wait = min(wait, hurriedRetry)
-			}
+			hurry = w.hurry
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(wait):
-		}
+		pause(ctx, wait, hurry)
+	}
+}
+
+// pause waits before the next watch request, or hurriedRetry once hurry
+// delivers: the stop may be accepted before the failure or during its wait.
+func pause(ctx context.Context, wait time.Duration, hurry <-chan struct{}) {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-ctx.Done():
+		return
+	case <-timer.C:
+		return
+	case <-hurry:
+	}
+	timer.Reset(hurriedRetry)
+	select {
+	case <-ctx.Done():
+	case <-timer.C:
 	}
 }
 
@@ -500,8 +515,15 @@ func (b *backoff) next() time.Duration {
 }
 
 // retrySoon makes the next retry after a failure come at once, whatever the
-// backoff has grown to, for that retry only. Shutdown calls it once a sidecar
+// backoff has grown to, for that retry only, also when the failure came
+// first and its retry is already waiting. Shutdown calls it once a sidecar
 // has accepted the stop: proa's API connection may run through that sidecar
-// (a service mesh's proxy), and only a retry tells whether it has gone with
-// it (SPEC §6 step 4).
-func (w *podWatcher) retrySoon() { w.hurry.Store(true) }
+// (a service mesh's proxy, which may break the watch a moment before its
+// answer arrives), and only a retry tells whether it has gone with it
+// (SPEC §6 step 4).
+func (w *podWatcher) retrySoon() {
+	select {
+	case w.hurry <- struct{}{}:
+	default: // already asked
+	}
+}
