@@ -30,7 +30,9 @@ type signals struct {
 	termed chan struct{} // closed then
 }
 
-// notifySignals starts relaying; stop ends it.
+// notifySignals starts relaying; stop ends it. The signals stay caught
+// after stop, dropped, until proa exits: a TERM then (a second one, for a
+// shortened grace period) must not kill proa and lose the command's code.
 func notifySignals() (s *signals, stop func()) {
 	raw := make(chan os.Signal, 16)
 	for _, sig := range forwardedSignals {
@@ -65,7 +67,7 @@ func notifySignals() (s *signals, stop func()) {
 			}
 		}
 	}()
-	return s, func() { signal.Stop(raw); close(done) }
+	return s, func() { close(done) }
 }
 
 // terminating is when the first TERM or INT came, or zero.

@@ -518,3 +518,27 @@ func TestRelativePATHDirectory(t *testing.T) {
 		})
 	}
 }
+
+func init() { childModes["late-term"] = childLateTerm }
+
+// childLateTerm is proa's end: relaying stopped, then a TERM comes before
+// the exit with the command's code (3).
+func childLateTerm([]string) int {
+	_, stop := notifySignals()
+	stop()
+	syscall.Kill(os.Getpid(), syscall.SIGTERM)
+	time.Sleep(200 * time.Millisecond)
+	return 3
+}
+
+// A TERM that comes once relaying has stopped, as proa returns the
+// command's code (a second TERM from a shortened grace period, a second
+// Ctrl-C), must not kill proa: the kubelet would record 143, not the code.
+func TestSignalAfterRelayStopsKeepsTheExitCode(t *testing.T) {
+	cmd := exec.Command(testBinary(t), "late-term")
+	cmd.Env = cleanEnv("PROA_TEST_AS=child")
+	l := launch(t, cmd)
+	if got := l.exitCode(); got != 3 {
+		t.Errorf("exit code %d, want 3", got)
+	}
+}
