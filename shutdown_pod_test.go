@@ -466,3 +466,29 @@ func TestWatchRetriesSoonWhenTheStopIsAcceptedAfterTheBreak(t *testing.T) {
 		t.Errorf("the first retry came %s after the stop was accepted, want at once", d.Round(time.Millisecond))
 	}
 }
+
+// The deadline after a TERM that came while the command ran: the kubelet's
+// SIGKILL comes a grace period after that TERM, not after the command's
+// exit, so a shutdown request that hangs holds proa until a second before
+// it (grace 3 s: 2 s after the TERM), not for a grace period after the
+// command (4.5 s after the TERM, when proa would be killed and the kubelet
+// would record 137).
+func TestShutdownDeadlineCountsFromTheTERM(t *testing.T) {
+	hanging := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer hanging.Close()
+	dir := t.TempDir()
+	marker := filepath.Join(dir, "ran")
+	// The command takes 1.5 s to exit after the TERM.
+	argv := []string{"/bin/sh", "-c", "trap 'sleep 1.5; exit 7' TERM; echo ran > " + marker + "; while :; do sleep 0.02; done"}
+	_, p, _ := podRun(t, []string{"-g", hanging.URL}, argv, gracePeriod(3))
+	waitFile(t, p, marker)
+	time.Sleep(100 * time.Millisecond) // the shell's trap is set before the marker
+	termAt := time.Now()
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if code := p.wait(t); code != 7 {
+		t.Errorf("exit code %d, want 7", code)
+	}
+	if d := time.Since(termAt); d < 1500*time.Millisecond || d > 2900*time.Millisecond {
+		t.Errorf("proa exited %s after the TERM; want about 2 s, a second before the SIGKILL due 3 s after it\n%s", d, p.stderr)
+	}
+}
