@@ -91,6 +91,10 @@ func (c *kubeClient) get(ctx context.Context, path string, query url.Values) (*h
 		return nil, err
 	}
 	if resp.StatusCode/100 != 2 {
+		// The request's deadline is the watch's (minutes): a body that stops
+		// coming must not hold the caller that long.
+		stop := time.AfterFunc(errorBodyTimeout, func() { resp.Body.Close() })
+		defer stop.Stop()
 		defer resp.Body.Close()
 		return nil, readAPIError(resp)
 	}
@@ -141,6 +145,10 @@ type tokenFile struct {
 // tokenMaxAge is how long a token read from the file is used; a variable for
 // tests.
 var tokenMaxAge = time.Minute
+
+// errorBodyTimeout bounds the read of an error answer's body; a variable for
+// tests.
+var errorBodyTimeout = 10 * time.Second
 
 // caMaxAge bounds how long a read of ca.crt is used; a variable for tests.
 var caMaxAge = 5 * time.Minute

@@ -492,3 +492,24 @@ func TestShutdownDeadlineCountsFromTheTERM(t *testing.T) {
 		t.Errorf("proa exited %s after the TERM; want about 2 s, a second before the SIGKILL due 3 s after it\n%s", d, p.stderr)
 	}
 }
+
+// An answer from the API server itself (401, 403, 410, 429) shows that the
+// connection is alive: it is not the lost connection of step 4, which only
+// a failed connection or a 5xx (a proxy going away) can show.
+func TestWatchAPIAnswersAreNotALostConnection(t *testing.T) {
+	fastTiming(t)
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(
+		raw(http.StatusGone, `{"kind":"Status","code":410,"reason":"Expired"}`),
+		raw(http.StatusTooManyRequests, `{"kind":"Status","code":429}`),
+		raw(http.StatusUnauthorized, `{"kind":"Status","code":401}`),
+		raw(http.StatusForbidden, `{"kind":"Status","code":403}`),
+		stream(lines[:1], make(chan string)),
+	)
+	w, _ := watchPod(t, f, "")
+	st := waitFor(t, w, "the fifth watch open", func(s podState) bool { return s.opened == 5 })
+	if st.failed != 0 {
+		t.Errorf("failed = %d after answers from the API server itself, want 0", st.failed)
+	}
+}

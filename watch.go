@@ -113,7 +113,7 @@ func (w *podWatcher) run(ctx context.Context) {
 		if ctx.Err() != nil || w.isGone() {
 			return
 		}
-		if err != nil {
+		if err != nil && !answeredByAPI(err) {
 			w.update(func(s *podState) {
 				if s.opened < s.attempts {
 					s.failed = s.attempts
@@ -190,6 +190,14 @@ func pause(ctx context.Context, wait time.Duration, hurry <-chan struct{}) {
 	case <-ctx.Done():
 	case <-timer.C:
 	}
+}
+
+// answeredByAPI tells an answer from the API server itself (4xx: the
+// connection works) from a failed connection or a 5xx, which a proxy going
+// away also gives (SPEC §6 step 4 counts only those).
+func answeredByAPI(err error) bool {
+	var ae *apiError
+	return errors.As(err, &ae) && ae.Code < 500
 }
 
 // podsRule is the Role rule proa needs.

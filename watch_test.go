@@ -522,3 +522,27 @@ func TestWatchLasting401IsFatal(t *testing.T) {
 		t.Errorf("second request with token %q, want the re-read token-2", reqs[1].Token)
 	}
 }
+
+// An error answer whose body never ends (a connection that freezes after the
+// headers) must not hold the watch loop until the request's own deadline
+// (330-630 s): the body is read for errorBodyTimeout at most.
+func TestWatchErrorBodyThatNeverEnds(t *testing.T) {
+	fastTiming(t)
+	saved := errorBodyTimeout
+	errorBodyTimeout = 300 * time.Millisecond
+	t.Cleanup(func() { errorBodyTimeout = saved })
+	f := newFakeAPI(t)
+	lines := recorded(t, "watch-lifecycle.jsonl")
+	f.answer(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		w.Write([]byte(`{"kind":"Status",`))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done() // the rest never comes
+	}, stream(lines[:1], make(chan string)))
+	w, _ := watchPod(t, f, "")
+	start := time.Now()
+	waitFor(t, w, "the pod from the second watch", func(s podState) bool { return s.pod != nil })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("the second watch came %s later, want soon after the error body's %s", d.Round(time.Millisecond), errorBodyTimeout)
+	}
+}
