@@ -84,9 +84,11 @@ func TestShutdownRequests(t *testing.T) {
 		if !q.Time.After(exited.Time) {
 			t.Errorf("sidecar %s was told to quit before the command exited", name)
 		}
-		w, ok := p.FirstWrite(kubelet.Terminated(name))
-		if !ok {
-			t.Errorf("sidecar %s: no terminated status before proa exited", name)
+		// Recorded once its PATCH is answered, maybe after proa saw it and
+		// exited: wait for the record, then compare when it was sent.
+		w, err := p.WaitWrite(testCtx(t, 5*time.Second), name+" terminated", kubelet.Terminated(name))
+		if err != nil {
+			t.Errorf("sidecar %s: no terminated status: %v", name, err)
 			continue
 		}
 		if w.Sent.After(ex.At) {

@@ -121,10 +121,13 @@ func checkSignalledOnce(t *testing.T, p *kubelet.Pod, r killRun, name, sig strin
 			t.Errorf("sidecar %s was signalled before the command exited", name)
 		}
 	}
-	w, ok := p.FirstWrite(kubelet.Terminated(name))
+	// A write is recorded once its PATCH has been answered, which can be
+	// after proa, watching, has seen it and exited: wait for the record, and
+	// compare when it was sent.
+	w, err := p.WaitWrite(testCtx(t, 5*time.Second), name+" terminated", kubelet.Terminated(name))
 	switch {
-	case !ok:
-		t.Errorf("sidecar %s: no terminated status before proa exited", name)
+	case err != nil:
+		t.Errorf("sidecar %s: no terminated status: %v", name, err)
 		return time.Time{}
 	case w.Sent.After(r.proa.At):
 		t.Errorf("proa exited before sidecar %s's terminated status was written", name)

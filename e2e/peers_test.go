@@ -113,8 +113,8 @@ func TestTwoMainContainers(t *testing.T) {
 			if len(q) != 1 {
 				t.Fatalf("the proxy got %d quit requests, want 1 (from b's proa)", len(q))
 			}
-			w, ok := p.FirstWrite(kubelet.Terminated("proxy"))
-			if !ok || w.Sent.After(bExit.At) {
+			w, err := p.WaitWrite(testCtx(t, 5*time.Second), "proxy terminated", kubelet.Terminated("proxy"))
+			if err != nil || w.Sent.After(bExit.At) {
 				t.Fatalf("b's proa exited before the proxy's terminated status was written")
 			}
 			if d := bExit.At.Sub(w.Done); d > 3*time.Second {
