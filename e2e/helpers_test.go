@@ -4,12 +4,12 @@ import (
 	"context"
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"proa/e2e/cluster"
 	"proa/e2e/kubelet"
 )
 
@@ -20,17 +20,8 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-var nonName = regexp.MustCompile(`[^a-z0-9]+`)
-
 // podName derives a DNS-1123 name from the test's name.
-func podName(t *testing.T) string {
-	n := nonName.ReplaceAllString(strings.ToLower(strings.TrimPrefix(t.Name(), "Test")), "-")
-	n = strings.Trim(n, "-")
-	if len(n) > 50 {
-		n = strings.Trim(n[:50], "-")
-	}
-	return n
-}
+func podName(t *testing.T) string { return cluster.DNSName(strings.TrimPrefix(t.Name(), "Test")) }
 
 // startPod runs spec (Name defaults to podName(t)) and registers cleanup:
 // every process is killed at the end, and on failure (or with

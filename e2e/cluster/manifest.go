@@ -59,3 +59,15 @@ func TopLevel(doc string) (apiVersion, kind, ns string) {
 }
 
 func indent(s string) int { return len(s) - len(strings.TrimLeft(s, " ")) }
+
+var nonName = regexp.MustCompile(`[^a-z0-9]+`)
+
+// DNSName makes a DNS-1123 label of at most 50 characters from s (a test's
+// name, say), for Pod and namespace names.
+func DNSName(s string) string {
+	n := strings.Trim(nonName.ReplaceAllString(strings.ToLower(s), "-"), "-")
+	if len(n) > 50 {
+		n = strings.Trim(n[:50], "-")
+	}
+	return n
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -21,17 +20,8 @@ func testCtx(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-var nonName = regexp.MustCompile(`[^a-z0-9]+`)
-
 // podName derives a DNS-1123 name from the test's name.
-func podName(t *testing.T) string {
-	n := nonName.ReplaceAllString(strings.ToLower(strings.TrimPrefix(t.Name(), "Test")), "-")
-	n = strings.Trim(n, "-")
-	if len(n) > 50 {
-		n = strings.Trim(n[:50], "-")
-	}
-	return n
-}
+func podName(t *testing.T) string { return cluster.DNSName(strings.TrimPrefix(t.Name(), "Test")) }
 
 // podSpec is the Pod template of a Job-like workload.
 type podSpec struct {
