@@ -217,19 +217,7 @@ func runExample(t *testing.T, file string) {
 		}
 		pod := cluster.Obj{"apiVersion": "v1", "kind": "Pod", "spec": spec,
 			"metadata": cluster.Obj{"generateName": name + "-", "labels": labels}}
-		p, err := nd.CreatePod(ctx, j.ns, pod)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if !p.Gone() {
-				p.Delete(context.Background(), 0)
-			}
-			p.Close()
-			if t.Failed() {
-				t.Logf("pod %s/%s:\n%s", p.Namespace, p.Name, describe(p))
-			}
-		})
+		p := createPod(t, ctx, j.ns, pod)
 		final := waitFinished(t, ctx, p, "Succeeded")
 		for _, c := range containers {
 			if code, ok := final.Pod.Terminated(c); ok && code != 0 {

@@ -74,8 +74,14 @@ func startPod(t *testing.T, spec podSpec) *node.Pod {
 	if spec.volumes != nil {
 		ps["volumes"] = spec.volumes
 	}
-	pod := cluster.Obj{"apiVersion": "v1", "kind": "Pod",
-		"metadata": cluster.Obj{"name": podName(t), "labels": cluster.Obj{"job-name": podName(t)}}, "spec": ps}
+	return createPod(t, ctx, ns, cluster.Obj{"apiVersion": "v1", "kind": "Pod",
+		"metadata": cluster.Obj{"name": podName(t), "labels": cluster.Obj{"job-name": podName(t)}}, "spec": ps})
+}
+
+// createPod creates pod in ns on the node; at the end of the test it is
+// deleted if it still exists, and on failure its states and logs are logged.
+func createPod(t *testing.T, ctx context.Context, ns string, pod cluster.Obj) *node.Pod {
+	t.Helper()
 	p, err := nd.CreatePod(ctx, ns, pod)
 	if err != nil {
 		t.Fatal(err)
