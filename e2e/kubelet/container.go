@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -123,9 +124,11 @@ func (p *Pod) startContainer(c *container) {
 		cmd.Process.Kill() // Close ran meanwhile; supervise records the exit
 	}
 	p.wg.Add(3)
-	go c.pump(stdout, "stdout")
-	go c.pump(stderr, "stderr")
-	go c.supervise(cmd, c.done, c.startedAt)
+	var output sync.WaitGroup
+	output.Add(2)
+	go c.pump(stdout, "stdout", &output)
+	go c.pump(stderr, "stderr", &output)
+	go c.supervise(cmd, c.done, c.startedAt, &output)
 	if c.spec.Sidecar != nil && !c.spec.Sidecar.NoProbe && c.restartCount == 0 {
 		p.wg.Add(1)
 		go c.probeLoop()
@@ -260,8 +263,9 @@ func listenerFile(l *net.TCPListener, port int) (*os.File, error) {
 }
 
 // pump reads one output stream of the container line by line.
-func (c *container) pump(r io.Reader, stream string) {
+func (c *container) pump(r io.Reader, stream string, output *sync.WaitGroup) {
 	defer c.pod.wg.Done()
+	defer output.Done()
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 4<<20)
 	for sc.Scan() {
@@ -285,11 +289,20 @@ func (c *container) pump(r io.Reader, stream string) {
 	}
 }
 
-// supervise waits for the process and records its exit.
-func (c *container) supervise(cmd *exec.Cmd, done chan struct{}, started time.Time) {
+// supervise waits for the process and records its exit, once its output
+// has been read (as a real runtime has a container's whole log when it
+// reports the exit), or a second later if a descendant keeps the output
+// open.
+func (c *container) supervise(cmd *exec.Cmd, done chan struct{}, started time.Time, output *sync.WaitGroup) {
 	p := c.pod
 	defer p.wg.Done()
 	cmd.Wait()
+	read := make(chan struct{})
+	go func() { output.Wait(); close(read) }()
+	select {
+	case <-read:
+	case <-time.After(time.Second):
+	}
 	code := proc.ExitCode(cmd.ProcessState)
 	p.mu.Lock()
 	p.exitedLocked(c, code, started, time.Now())
